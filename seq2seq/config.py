@@ -1,0 +1,177 @@
+"""Typed configuration schemas, registered with Hydra's ConfigStore.
+
+Every YAML file under ``configs/`` is validated against one of these dataclasses, so a
+mistyped key or a wrongly typed value fails when the config is composed, before any work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class TokenizerConfig:
+    """SentencePiece settings; the model is trained on the train split only and cached."""
+
+    joint: bool = True  # one model for both languages (enables tied embeddings)
+    model_type: str = "unigram"  # unigram | bpe
+    vocab_size: int = 8000
+    character_coverage: float = 1.0
+    input_sentence_size: int = 2_000_000  # sentences sampled by SentencePiece when training
+
+
+@dataclass
+class DataConfig:
+    """Where parallel text comes from, how it is filtered and batched."""
+
+    name: str = "multi30k"  # multi30k | tatoeba | files
+    root: str = "data/multi30k"  # downloads land here; point at a local copy to stay offline
+    src: str = "en"
+    tgt: str = "fr"
+    train_split: str = "train"
+    valid_split: str = "val"
+    test_splits: list[str] = field(default_factory=lambda: ["test_2016_flickr"])
+    # data=files: the user's own parallel files (plain or .gz), or one TSV per split
+    train_src: str | None = None
+    train_tgt: str | None = None
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    test_src: str | None = None
+    test_tgt: str | None = None
+    train_tsv: str | None = None
+    valid_tsv: str | None = None
+    test_tsv: str | None = None
+    # data=tatoeba: deterministic split by a seeded hash of the English side
+    valid_fraction: float = 0.02
+    test_fraction: float = 0.02
+    split_seed: int = 1234
+    # filtering of training pairs (counted and reported in the log)
+    max_chars: int = 1000  # per side, before tokenisation
+    max_tokens: int = 128  # per side, in subwords
+    max_length_ratio: float = 3.0  # longer side / shorter side, in subwords
+    max_train_examples: int | None = None  # keep only the first N pairs (quick experiments)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    cache_dir: str = "data/cache"
+    # batching
+    batch_tokens: int = 4096  # padded (src + tgt) tokens per batch, an upper bound
+    num_workers: int = 0
+
+
+@dataclass
+class RNNConfig:
+    """Bidirectional recurrent encoder, recurrent decoder with attention (Bahdanau by default)."""
+
+    family: str = "rnn"
+    cell: str = "gru"  # gru | lstm
+    emb_dim: int = 256
+    hidden_size: int = 512  # encoder: per direction; decoder: full
+    enc_layers: int = 1
+    dec_layers: int = 1
+    attention: str = "bahdanau"  # bahdanau | luong_dot | luong_general
+    attn_dim: int = 512  # size of the additive-attention hidden layer
+    input_feeding: bool = True
+    dropout: float = 0.3
+    tie_embeddings: bool = True  # tie target embedding and output projection
+
+
+@dataclass
+class TransformerConfig:
+    """Encoder–decoder Transformer with multi-head attention."""
+
+    family: str = "transformer"
+    d_model: int = 256
+    heads: int = 4
+    enc_layers: int = 3
+    dec_layers: int = 3
+    ff_dim: int = 1024
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
+    norm_first: bool = True  # pre-norm; false gives the original post-norm
+    positional: str = "sinusoidal"  # sinusoidal | learned
+    max_positions: int = 1024
+    tie_embeddings: bool = True  # source/target/output embeddings, when the vocabulary is joint
+    encoder_self_attention: str = "softmax"  # softmax | efficient
+    decoder_self_attention: str = "softmax"  # softmax | efficient
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule."""
+
+    name: str = "adam"  # adam | adamw
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-9
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0  # 0 disables clipping
+    schedule: str = "plateau"  # plateau | inverse_sqrt | constant
+    warmup_steps: int = 4000  # inverse_sqrt
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2  # validations without BLEU improvement before the LR drops
+    min_lr: float = 1e-6
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda
+    max_steps: int = 20000
+    max_epochs: int = 100
+    max_minutes: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
+    label_smoothing: float = 0.1
+    accum_steps: int = 1
+    precision: str = "fp32"  # fp32 | bf16 | fp16
+    compile: bool = False
+    log_every: int = 100
+    valid_every: int = 1000
+    patience: int = 10  # validations without BLEU improvement before early stopping
+    keep_last: int = 3
+    resume: str | None = None  # a checkpoint path, or "auto" for this run dir's last.pt
+    max_nonfinite: int = 5  # consecutive skipped non-finite steps before giving up
+    threads: int | None = None  # torch intra-op threads on CPU (default: torch's choice)
+    progress: bool = True
+
+
+@dataclass
+class ValidConfig:
+    """Validation: metrics, decoding and the alignment probes."""
+
+    beam_size: int = 1
+    length_penalty: float = 1.0
+    max_len_a: float = 1.5  # hypotheses stop at a * source length + b tokens
+    max_len_b: int = 10
+    batch_size: int = 64  # sentences per decoding batch
+    max_sentences: int | None = None  # decode only the first N validation sentences
+    num_probes: int = 3  # the first K validation sentences are drawn as heatmaps
+    probe_sentences: list[str] = field(default_factory=list)  # extra source sentences
+    heatmap_layer: int = -1  # Transformer: which decoder layer's cross-attention is drawn
+    align_gold: str | None = None  # gold word alignments for valid/aer
+    align_src: str | None = None
+    align_tgt: str | None = None
+
+
+@dataclass
+class TrainAppConfig:
+    """seq2seq-train."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = MISSING  # RNNConfig | TransformerConfig, chosen with model=rnn|transformer
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    valid: ValidConfig = field(default_factory=ValidConfig)
+
+
+def register_configs() -> None:
+    """Register the schemas so YAML files can name them in their defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainAppConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="model", name="rnn_schema", node=RNNConfig)
+    cs.store(group="model", name="transformer_schema", node=TransformerConfig)
+    cs.store(group="optim", name="optim_schema", node=OptimConfig)

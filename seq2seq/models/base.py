@@ -1,0 +1,64 @@
+"""The interface both model families implement, and the attention they return.
+
+Memory and decoder state are nests (tuples, lists, dicts, NamedTuples) of tensors whose
+first dimension is the batch, so search code can expand and reorder them for any family
+with :func:`select_batch` and never needs to know what is inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from torch.utils import _pytree
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+Memory = Any  # batch-first nest of tensors produced by ``encode``
+State = Any  # batch-first nest of tensors carried between ``decode_step`` calls
+
+
+@dataclass
+class Attention:
+    """Attention weights returned by a forward pass (never stashed on modules)."""
+
+    cross: Tensor  # (B, L, H, T_tgt, T_src) decoder-to-source weights per layer and head
+    encoder: Tensor | None = None  # (B, L, H, T_src, T_src) encoder self-attention, if any
+
+
+class Seq2SeqModel(Protocol):
+    """What training, search and alignment code may call on a model."""
+
+    def encode(self, src: Tensor, src_mask: Tensor) -> Memory:
+        """Encode ``src`` (B, S) with ``src_mask`` (B, S), True on real tokens."""
+        ...
+
+    def forward(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Attention | None]:
+        """Teacher forcing: logits (B, T, V) and, if asked (always for RNNs), attention."""
+        ...
+
+    def init_state(self, memory: Memory, src_mask: Tensor) -> State:
+        """The decoder state before the first step."""
+        ...
+
+    def decode_step(
+        self,
+        memory: Memory,
+        src_mask: Tensor,
+        prev_tokens: Tensor,
+        state: State,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, State, Tensor | None]:
+        """One incremental step: logits (B, V), the new state, cross-attention (B, L, H, S)."""
+        ...
+
+
+def select_batch(tree: Any, index: Tensor) -> Any:
+    """Pick rows ``index`` along the batch dimension of every tensor in a nest."""
+    return _pytree.tree_map(
+        lambda t: t.index_select(0, index) if isinstance(t, torch.Tensor) else t, tree
+    )
