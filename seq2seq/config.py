@@ -167,6 +167,56 @@ class TrainAppConfig:
     valid: ValidConfig = field(default_factory=ValidConfig)
 
 
+@dataclass
+class DecodeConfig:
+    """Search settings for evaluate and translate."""
+
+    beam_size: int = 5  # 1 = greedy
+    length_penalty: float = 1.0  # GNMT alpha; 0 disables
+    max_len_a: float = 1.5  # hypotheses stop at a * source length + b tokens
+    max_len_b: int = 10
+    batch_size: int = 64  # sentences per batch
+    nbest: int = 1
+
+
+@dataclass
+class EvalDataConfig:
+    """What to score: named splits of the checkpoint's dataset, or the user's own files."""
+
+    root: str | None = None  # default: the root the checkpoint was trained with
+    split: str | None = None  # one split, e.g. test_2016_flickr
+    splits: list[str] = field(default_factory=list)  # several; default: the test splits
+    src_file: str | None = None  # or score your own source file ...
+    ref_file: str | None = None  # ... against this reference file
+
+
+@dataclass
+class EvaluateAppConfig:
+    """seq2seq-evaluate."""
+
+    checkpoint: str = MISSING  # a checkpoint file, or a run directory (its best.pt)
+    data: EvalDataConfig = field(default_factory=EvalDataConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    average_last: int = 1  # average the weights of the last N step checkpoints first
+    device: str = "auto"
+    alignment_format: str | None = None  # pharaoh: also write word alignments per split
+
+
+@dataclass
+class TranslateAppConfig:
+    """seq2seq-translate."""
+
+    checkpoint: str = MISSING
+    input: str = "-"  # a file, or - for standard input
+    output: str = "-"  # a file, or - for standard output
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    show_alignment: bool = False  # print each target token beside its most-attended source token
+    alignment_dir: str | None = None  # save one heatmap PNG per sentence here
+    alignment_format: str | None = None  # pharaoh: print word alignments (i-j) after a tab
+    heatmap_layer: int = -1  # Transformer: the decoder layer whose cross-attention is shown
+    device: str = "auto"
+
+
 def register_configs() -> None:
     """Register the schemas so YAML files can name them in their defaults lists."""
     cs = ConfigStore.instance()
@@ -175,3 +225,5 @@ def register_configs() -> None:
     cs.store(group="model", name="rnn_schema", node=RNNConfig)
     cs.store(group="model", name="transformer_schema", node=TransformerConfig)
     cs.store(group="optim", name="optim_schema", node=OptimConfig)
+    cs.store(name="evaluate_schema", node=EvaluateAppConfig)
+    cs.store(name="translate_schema", node=TranslateAppConfig)

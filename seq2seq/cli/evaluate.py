@@ -1,0 +1,73 @@
+"""seq2seq-evaluate: score a checkpoint on named splits or on your own files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from seq2seq.cli.common import CONFIG_PATH, report_user_errors
+from seq2seq.config import DataConfig
+from seq2seq.data.corpora import ParallelCorpus, load_split, read_parallel
+from seq2seq.errors import UserError
+from seq2seq.evaluation import corpus_scores, scores_to_dict
+from seq2seq.inference import DecodeOptions, Translator, decode_corpus
+from seq2seq.training.averaging import average_checkpoints, last_step_checkpoints
+from seq2seq.training.distributed import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def test_sets(cfg: DictConfig, translator: Translator) -> dict[str, ParallelCorpus]:
+    """The corpora to score: ``src_file``/``ref_file``, else named splits of the training data."""
+    data = cfg.data
+    if data.src_file or data.ref_file:
+        if not (data.src_file and data.ref_file):
+            raise UserError("Give both data.src_file=... and data.ref_file=..., or neither.")
+        return {Path(data.src_file).name: read_parallel(data.src_file, data.ref_file)}
+    trained = OmegaConf.merge(OmegaConf.structured(DataConfig), translator.checkpoint["config"]["data"])
+    if data.root is not None:
+        trained.root = data.root
+    splits = list(data.splits) or ([data.split] if data.split else list(trained.test_splits))
+    return {split: load_split(trained, split) for split in splits}
+
+
+def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
+    """Decode every test set, write hypotheses and a metrics JSON, return the metrics."""
+    device = resolve_device(cfg.device)
+    translator = Translator.from_checkpoint(cfg.checkpoint, device)
+    if cfg.average_last > 1:
+        paths = last_step_checkpoints(cfg.checkpoint, cfg.average_last)
+        translator.model.load_state_dict(average_checkpoints(paths)["model"])
+        log.info("averaged the weights of %s", ", ".join(p.name for p in paths))
+    opts = DecodeOptions(**OmegaConf.to_container(cfg.decode))  # type: ignore[arg-type]
+    tokenizer = translator.tokenizer
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for name, corpus in test_sets(cfg, translator).items():
+        nbests = decode_corpus(translator.model, tokenizer.encode_src(corpus.src), device, opts)
+        hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
+        (out_dir / f"{name}.hyp.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+        scores = corpus_scores(hypotheses, corpus.tgt)
+        results[name] = {"sentences": len(hypotheses), **scores_to_dict(scores)}
+        for score in scores.values():
+            print(f"{name}\t{score.name.upper()} {score.score:.2f}\t{score.signature}")
+    summary = {"checkpoint": str(cfg.checkpoint), "decode": OmegaConf.to_container(cfg.decode), "results": results}
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(f"hypotheses and metrics.json written to {out_dir}")
+    return results
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="evaluate", version_base="1.3")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    """Entry point of ``seq2seq-evaluate``."""
+    evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,469 @@
+"""The training loop: token-budget batches, label-smoothed loss, validation, checkpoints.
+
+``train(cfg, run_dir)`` is a plain function; the Hydra CLI is a thin wrapper around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from seq2seq.data.batching import Batch, ParallelDataset, TokenBatchSampler, make_loader
+from seq2seq.data.pipeline import EncodedCorpus, PreparedData, prepare_data
+from seq2seq.errors import UserError
+from seq2seq.models.build import build_model
+from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint
+from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
+from seq2seq.training.loss import label_smoothed_loss
+from seq2seq.training.schedule import build_optimizer, build_scheduler
+from seq2seq.training.validation import Probe, ValidResult, log_probes, validate
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    best_bleu: float = -1.0
+    bad_validations: int = 0  # validations since BLEU last improved
+    last_valid_step: int = -1
+
+
+class StopRequested:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint gets written."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequested:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Train the configured model; returns the final validation metrics."""
+    ctx, device = init_distributed(cfg.train.device)
+    try:
+        return Trainer(cfg, Path(run_dir), ctx, device).run()
+    finally:
+        shutdown_distributed(ctx)
+
+
+class Trainer:
+    """Owns the model, optimizer, data and logging of one training run."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.device):
+        self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.precision not in PRECISIONS:
+            raise UserError(f"train.precision={cfg.train.precision!r}: use fp32, bf16 or fp16.")
+        if cfg.train.accum_steps < 1:
+            raise UserError("train.accum_steps must be at least 1.")
+        resume_state = self._resume_checkpoint()
+        seed_everything(cfg.train.seed + ctx.rank)
+
+        # Rank 0 trains/caches the tokenizer first so other ranks only read the cache.
+        if not ctx.is_main:
+            ctx.barrier()
+        self.data: PreparedData = prepare_data(cfg.data, log)
+        if ctx.is_main:
+            ctx.barrier()
+        tok = self.data.tokenizer
+        model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+        self.model_config: dict[str, Any] = model_cfg  # type: ignore[assignment]
+        self.model = build_model(self.model_config, tok.src_vocab_size, tok.tgt_vocab_size)
+        self.model.to(device)
+        self.optimizer = build_optimizer(list(self.model.parameters()), cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim)
+        self.per_step_schedule = cfg.optim.schedule != "plateau"
+        self.amp_dtype = PRECISIONS[cfg.train.precision]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.state = TrainState()
+        if resume_state is not None:
+            self._restore(resume_state)
+        self.network: nn.Module = self.model
+        if cfg.train.compile:
+            self.network = compile_or_warn(self.model)
+        if ctx.enabled:
+            self.network = DistributedDataParallel(
+                self.network, device_ids=[device.index] if device.type == "cuda" else None
+            )
+
+        train = self.data.train
+        self.sampler = TokenBatchSampler(
+            [len(s) for s in train.src_ids],
+            [len(t) for t in train.tgt_ids],
+            batch_tokens=cfg.data.batch_tokens,
+            shuffle=True,
+            seed=cfg.train.seed,
+            num_replicas=ctx.world_size,
+            rank=ctx.rank,
+        )
+        self.loader = make_loader(
+            ParallelDataset(train.src_ids, train.tgt_ids),
+            self.sampler,
+            num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        self.valid_batches = fixed_batches(self.data.valid, cfg.data.batch_tokens)
+        self.probes = make_probes(self.data, cfg)
+        self.keeper = CheckpointKeeper(run_dir / "checkpoints", cfg.train.keep_last)
+        self.writer = SummaryWriter(str(run_dir / "tensorboard")) if ctx.is_main else None
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info("model: %s, %.2fM parameters, device %s", model_cfg["family"], n_params / 1e6, device)
+
+    # ----------------------------------------------------------------------- the loop
+
+    def run(self) -> dict[str, float]:
+        """Train until max_steps, max_epochs, the time budget, early stopping or a signal."""
+        cfg, state = self.cfg.train, self.state
+        started = time.monotonic()
+        result: ValidResult | None = None
+        stop_reason = ""
+        progress = tqdm(
+            total=cfg.max_steps, initial=state.step, disable=not (cfg.progress and self.ctx.is_main),
+            dynamic_ncols=True, desc="train",
+        )
+        window = Window()
+        with StopRequested() as stop:
+            while not stop_reason:
+                if state.epoch >= cfg.max_epochs:
+                    stop_reason = f"reached train.max_epochs={cfg.max_epochs}"
+                    break
+                self.sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
+                micro: list[Batch] = []
+                for batch in self.loader:
+                    micro.append(batch)
+                    state.batch_in_epoch += 1
+                    if len(micro) < cfg.accum_steps:
+                        continue
+                    self._update(micro, window)
+                    micro = []
+                    if state.step % cfg.log_every == 0:
+                        self._log_train(window, progress)
+                    if state.step % cfg.valid_every == 0:
+                        result = self._validate_and_save()
+                    minutes = (time.monotonic() - started) / 60
+                    stop_reason = self._stop_reason(stop, minutes)
+                    if stop_reason:
+                        break
+                else:
+                    state.epoch += 1
+                    state.batch_in_epoch = 0
+        progress.close()
+        log.info("stopping: %s (step %d, epoch %d)", stop_reason, state.step, state.epoch)
+        if state.last_valid_step != state.step:
+            result = self._validate_and_save()
+        if self.writer is not None:
+            self.writer.close()
+        if stop.signal_name is not None and self.ctx.is_main:
+            log.warning(
+                "%s received: checkpoint saved at step %d; continue with train.resume=%s",
+                stop.signal_name, state.step, self.run_dir / "checkpoints" / "last.pt",
+            )
+        return self._summary(result)
+
+    def _stop_reason(self, stop: StopRequested, minutes: float) -> str:
+        cfg, state = self.cfg.train, self.state
+        if self.ctx.any(stop.signal_name is not None, self.device):
+            return f"signal {stop.signal_name or 'on another rank'}"
+        if state.step >= cfg.max_steps:
+            return f"reached train.max_steps={cfg.max_steps}"
+        if cfg.max_minutes is not None and minutes >= cfg.max_minutes:
+            return f"reached train.max_minutes={cfg.max_minutes}"
+        if state.bad_validations >= cfg.patience:
+            return f"early stopping: no BLEU gain in {cfg.patience} validations"
+        return ""
+
+    def _update(self, micro: list[Batch], window: Window) -> None:
+        """One optimizer step over ``micro`` batches, the loss normalised by target tokens."""
+        cfg = self.cfg.train
+        local_tokens = sum(b.num_tgt_tokens for b in micro)
+        # Normalise by the global token count; DDP averages gradients over ranks, so scale
+        # by world_size to make the result the gradient of (sum of losses / all tokens).
+        global_tokens = self.ctx.sum(float(local_tokens), self.device)
+        scale = self.ctx.world_size / max(global_tokens, 1.0)
+        loss_sum = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro):
+            batch = batch.to(self.device, non_blocking=True)
+            sync = i == len(micro) - 1 or not self.ctx.enabled
+            with self._autocast(), (contextlib.nullcontext() if sync else self.network.no_sync()):
+                logits, _ = self.network(batch.src, batch.src_mask, batch.tgt_in)
+                loss, _ = label_smoothed_loss(logits, batch.tgt_out, cfg.label_smoothing)
+            self.scaler.scale(loss * scale).backward()
+            loss_sum += loss.detach()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.optim.clip_norm if self.cfg.optim.clip_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        finite = bool(torch.isfinite(grad_norm) & torch.isfinite(loss_sum))
+        if finite or self.amp_dtype == torch.float16:  # fp16: the scaler skips inf steps
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            window.nonfinite = 0
+        else:
+            window.nonfinite += 1
+            log.warning("step %d: non-finite loss or gradient, update skipped", self.state.step + 1)
+            if window.nonfinite >= cfg.max_nonfinite:
+                raise UserError(
+                    f"{window.nonfinite} consecutive non-finite steps: training diverged. "
+                    f"Lower optim.lr, keep optim.clip_norm > 0, or use train.precision=fp32."
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        if self.per_step_schedule:
+            self.scheduler.step()
+        window.add(loss_sum, local_tokens, sum(b.src_mask.sum() for b in micro), grad_norm)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ----------------------------------------------------------------------- logging
+
+    def _log_train(self, window: Window, progress: tqdm) -> None:
+        """Read the accumulated scalars (the only host sync of the interval) and log them."""
+        stats = window.flush(self.ctx, self.device)
+        lr = self.optimizer.param_groups[0]["lr"]
+        progress.update(self.state.step - progress.n)
+        progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{stats['tokens_per_sec']:.0f}")
+        if self.writer is None:
+            return
+        for name, value in stats.items():
+            self.writer.add_scalar(f"train/{name}", value, self.state.step)
+        self.writer.add_scalar("train/lr", lr, self.state.step)
+        if not progress.disable:
+            return
+        log.info(
+            "step %d | loss %.3f | lr %.2e | %.0f tgt tok/s | grad norm %.2f",
+            self.state.step, stats["loss"], lr, stats["tokens_per_sec"], stats["grad_norm"],
+        )
+
+    # ----------------------------------------------------------------------- validation
+
+    def _validate_and_save(self) -> ValidResult | None:
+        """Validate on rank 0, update the schedule and early stopping, write checkpoints."""
+        state = self.state
+        state.last_valid_step = state.step
+        result = None
+        if self.ctx.is_main:
+            result = validate(
+                self.model, self.valid_batches, self.data.valid, self.data.tokenizer,
+                self.cfg.valid, self.device, self._autocast(),
+            )
+            improved = result.bleu > state.best_bleu
+            if improved:
+                state.best_bleu = result.bleu
+                state.bad_validations = 0
+            else:
+                state.bad_validations += 1
+            self._log_valid(result)
+            if self.probes:
+                log_probes(self.model, self.probes, self.data.tokenizer, self.cfg.valid,
+                           self.device, self.writer, state.step)
+            self.keeper.save(self.checkpoint_state(), state.step, is_best=improved)
+        # Every rank follows rank 0's BLEU so plateau LR and early stopping stay in step.
+        bleu = self.ctx.sum(result.bleu if result else 0.0, self.device)
+        state.bad_validations = int(self.ctx.sum(float(state.bad_validations) if result else 0.0, self.device))
+        if not self.per_step_schedule:
+            self.scheduler.step(bleu)
+        self.ctx.barrier()
+        return result
+
+    def _log_valid(self, result: ValidResult) -> None:
+        step = self.state.step
+        bleu, chrf = result.scores["bleu"], result.scores["chrf"]
+        log.info(
+            "valid step %d | loss %.3f | ppl %.2f | BLEU %.2f | chrF %.2f | best BLEU %.2f",
+            step, result.loss, result.ppl, bleu.score, chrf.score, self.state.best_bleu,
+        )
+        if step == self.cfg.train.valid_every or self.state.last_valid_step == step:
+            log.debug("BLEU signature: %s", bleu.signature)
+        assert self.writer is not None
+        self.writer.add_scalar("valid/loss", result.loss, step)
+        self.writer.add_scalar("valid/ppl", result.ppl, step)
+        self.writer.add_scalar("valid/bleu", bleu.score, step)
+        self.writer.add_scalar("valid/chrf", chrf.score, step)
+        self.writer.add_text("valid/signature", f"{bleu.signature}  \n{chrf.signature}", step)
+
+    def _summary(self, result: ValidResult | None) -> dict[str, float]:
+        summary = {"step": float(self.state.step), "best_bleu": self.state.best_bleu}
+        if result is not None:
+            summary.update(valid_loss=result.loss, valid_ppl=result.ppl, valid_bleu=result.bleu,
+                           valid_chrf=result.scores["chrf"].score)
+            log.info("BLEU signature: %s", result.scores["bleu"].signature)
+        return summary
+
+    # ----------------------------------------------------------------------- checkpoints
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to translate and to resume exactly; plain tensors and builtins."""
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model_config,
+            "tokenizer": self.data.tokenizer.to_state(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "train_state": asdict(self.state),
+            "rng": rng_state(),
+        }
+
+    def _resume_checkpoint(self) -> dict[str, Any] | None:
+        resume = self.cfg.train.resume
+        if resume is None:
+            return None
+        if resume == "auto":
+            path = self.run_dir / "checkpoints" / "last.pt"
+            if not path.is_file():
+                log.info("train.resume=auto: no %s yet, starting fresh", path)
+                return None
+            resume = path
+        log.info("resuming from %s", resume)
+        return load_checkpoint(resume)
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        family = ckpt["model_config"].get("family")
+        if family != self.model_config["family"]:
+            raise UserError(
+                f"train.resume: the checkpoint is a {family} model but this run trains "
+                f"model={self.model_config['family']}; pass model={family} or another checkpoint."
+            )
+        if ckpt["tokenizer"] != self.data.tokenizer.to_state():
+            raise UserError(
+                "train.resume: the checkpoint was trained with another vocabulary (different "
+                "data or data.tokenizer settings); resume with the same data settings."
+            )
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:
+            raise UserError(
+                f"train.resume: the checkpoint's weights do not fit this model config ({err}). "
+                f"Resume with the model settings it was trained with: {ckpt['model_config']}"
+            ) from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["train_state"])
+        restore_rng(ckpt["rng"])
+
+
+class Window:
+    """Running sums between log points, kept on the device to avoid per-step host syncs."""
+
+    def __init__(self) -> None:
+        self.nonfinite = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss = 0.0
+        self.grad_norm = 0.0
+        self.tgt_tokens = 0
+        self.src_tokens = 0
+        self.steps = 0
+        self.started = time.monotonic()
+
+    def add(self, loss_sum: torch.Tensor, tgt_tokens: int, src_tokens: Any, grad_norm: torch.Tensor) -> None:
+        """Accumulate one step."""
+        self.loss = self.loss + loss_sum
+        self.grad_norm = self.grad_norm + grad_norm
+        self.tgt_tokens += tgt_tokens
+        self.src_tokens += int(src_tokens)
+        self.steps += 1
+
+    def flush(self, ctx: Distributed, device: torch.device) -> dict[str, float]:
+        """Averages since the last flush (tokens/s summed over ranks), then reset."""
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        steps = max(self.steps, 1)
+        stats = {
+            "loss": float(self.loss) / max(self.tgt_tokens, 1),
+            "grad_norm": float(self.grad_norm) / steps,
+            "tokens_per_sec": ctx.sum(self.tgt_tokens / elapsed, device),
+            "src_tgt_tokens_per_sec": ctx.sum((self.tgt_tokens + self.src_tokens) / elapsed, device),
+        }
+        self._reset()
+        return stats
+
+
+def fixed_batches(corpus: EncodedCorpus, batch_tokens: int) -> list[Batch]:
+    """Validation batches in a fixed order, built once."""
+    sampler = TokenBatchSampler(
+        [len(s) for s in corpus.src_ids], [len(t) for t in corpus.tgt_ids],
+        batch_tokens=batch_tokens, shuffle=False, seed=0,
+    )
+    loader = make_loader(ParallelDataset(corpus.src_ids, corpus.tgt_ids), sampler, 0, False)
+    return list(loader)
+
+
+def make_probes(data: PreparedData, cfg: DictConfig) -> list[Probe]:
+    """The first K validation sentences plus the configured probe sentences."""
+    valid = data.valid
+    count = min(cfg.valid.num_probes, len(valid.src_ids))
+    probes = [Probe(valid.raw.src[i], valid.raw.tgt[i], valid.src_ids[i]) for i in range(count)]
+    extra = list(cfg.valid.probe_sentences)
+    for text, ids in zip(extra, data.tokenizer.encode_src(extra)):
+        probes.append(Probe(text, None, ids))
+    return [p for p in probes if p.src_ids]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python and torch (CPU and CUDA)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states as tensors and builtins, for exact resume."""
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def compile_or_warn(model: nn.Module) -> nn.Module:
+    """``torch.compile`` the model, or warn and fall back to eager where unsupported."""
+    try:
+        return torch.compile(model)  # type: ignore[return-value]
+    except Exception as err:  # noqa: BLE001 - any backend failure means: run eager
+        log.warning("train.compile=true failed (%s); training without compilation", err)
+        return model
+

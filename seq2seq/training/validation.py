@@ -1,0 +1,127 @@
+"""Validation: loss and perplexity, decoded BLEU/chrF, and the alignment probes."""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from seq2seq.config import ValidConfig
+from seq2seq.data.batching import Batch
+from seq2seq.data.pipeline import EncodedCorpus
+from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.evaluation import Score, corpus_scores
+from seq2seq.heatmaps import attention_figure, figure_to_array, head_grid_figure
+from seq2seq.inference import DecodeOptions, decode_corpus
+from seq2seq.models.base import BOS_ID, PAD_ID
+from seq2seq.training.loss import label_smoothed_loss
+
+
+@dataclass
+class Probe:
+    """A sentence whose alignment heatmap is drawn at every validation."""
+
+    source: str
+    reference: str | None
+    src_ids: list[int]
+
+
+@dataclass
+class ValidResult:
+    """What one validation measured."""
+
+    loss: float
+    ppl: float
+    scores: dict[str, Score]
+    hypotheses: list[str]
+
+    @property
+    def bleu(self) -> float:
+        """Corpus BLEU of the decoded validation sentences."""
+        return self.scores["bleu"].score
+
+
+def decode_options(cfg: ValidConfig, need_weights: bool = False) -> DecodeOptions:
+    """Decoding settings for validation from the ``valid`` config."""
+    return DecodeOptions(
+        beam_size=cfg.beam_size,
+        length_penalty=cfg.length_penalty,
+        max_len_a=cfg.max_len_a,
+        max_len_b=cfg.max_len_b,
+        batch_size=cfg.batch_size,
+        need_weights=need_weights,
+    )
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    batches: list[Batch],
+    corpus: EncodedCorpus,
+    tokenizer: Tokenizer,
+    cfg: ValidConfig,
+    device: torch.device,
+    autocast: AbstractContextManager,
+) -> ValidResult:
+    """Teacher-forced loss over ``batches``, then decode and score the validation sentences."""
+    model.eval()
+    nll_sum, tokens = 0.0, 0
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast:
+            logits, _ = model(batch.src, batch.src_mask, batch.tgt_in)
+        _, nll = label_smoothed_loss(logits, batch.tgt_out, smoothing=0.0)
+        nll_sum += nll.item()
+        tokens += batch.num_tgt_tokens
+    loss = nll_sum / max(tokens, 1)
+
+    count = len(corpus.src_ids) if cfg.max_sentences is None else cfg.max_sentences
+    with autocast:
+        nbests = decode_corpus(model, corpus.src_ids[:count], device, decode_options(cfg))
+    hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
+    scores = corpus_scores(hypotheses, corpus.raw.tgt[:count], ter=False)
+    model.train()
+    return ValidResult(loss, math.exp(min(loss, 100.0)), scores, hypotheses)
+
+
+@torch.no_grad()
+def log_probes(
+    model: nn.Module,
+    probes: list[Probe],
+    tokenizer: Tokenizer,
+    cfg: ValidConfig,
+    device: torch.device,
+    writer: SummaryWriter,
+    step: int,
+) -> None:
+    """Draw each probe's attention over the model's own translation into TensorBoard."""
+    model.eval()
+    nbests = decode_corpus(model, [p.src_ids for p in probes], device, decode_options(cfg))
+    for k, (probe, hyps) in enumerate(zip(probes, nbests)):
+        hyp = hyps[0].tokens
+        src = torch.tensor([probe.src_ids], device=device)  # (1, S)
+        tgt_in = torch.tensor([[BOS_ID, *hyp]], device=device)  # (1, T)
+        _, attention = model(src, src != PAD_ID, tgt_in, need_weights=True)
+        src_tokens = tokenizer.src_pieces(probe.src_ids)
+        tgt_tokens = [*tokenizer.tgt_pieces(hyp), "</s>"]
+        cross = attention.cross[0].float().cpu()  # (L, H, T, S)
+        layer = cross[cfg.heatmap_layer]  # (H, T, S)
+        title = f"step {step}"
+        figure = attention_figure(layer.mean(0).numpy(), src_tokens, tgt_tokens, title=title)
+        writer.add_image(f"alignment/{k}", figure_to_array(figure), step, dataformats="HWC")
+        if cross.shape[0] * cross.shape[1] > 1:
+            grid = head_grid_figure(cross.numpy(), src_tokens, tgt_tokens)
+            writer.add_image(f"alignment_heads/{k}", figure_to_array(grid), step, dataformats="HWC")
+        if attention.encoder is not None:
+            enc = attention.encoder[0, cfg.heatmap_layer].float().mean(0).cpu()  # (S, S)
+            figure = attention_figure(enc.numpy(), src_tokens, src_tokens, title=title)
+            writer.add_image(f"encoder_attention/{k}", figure_to_array(figure), step, dataformats="HWC")
+        text = f"**source:** {probe.source}  \n**hypothesis:** {tokenizer.decode_tgt(hyp)}"
+        if probe.reference is not None:
+            text += f"  \n**reference:** {probe.reference}"
+        writer.add_text(f"probe/{k}", text, step)
+    model.train()
