@@ -25,4 +25,7 @@ def build_model(model_cfg: dict[str, Any], src_vocab: int, tgt_vocab: int) -> nn
     unknown = set(model_cfg) - set(names) - {"family"}
     if unknown:
         raise UserError(f"Unknown {family} model settings {sorted(unknown)}; valid: {names}.")
-    return cls(src_vocab, tgt_vocab, **{n: model_cfg[n] for n in names if n in model_cfg})
+    try:
+        return cls(src_vocab, tgt_vocab, **{n: model_cfg[n] for n in names if n in model_cfg})
+    except ValueError as err:  # the constructors reject unknown option values
+        raise UserError(f"Invalid {family} model setting: {err}") from None

@@ -1,0 +1,266 @@
+"""Greedy and batched beam search over the models' one-step interface.
+
+Both searches see a model only through ``encode`` / ``init_state`` / ``decode_step`` and
+reorder its memory and state with :func:`select_batch`, so they serve every model family.
+
+Conventions shared by both:
+
+- A sentence of ``S`` real source tokens gets at most ``floor(a * S + b)`` target tokens
+  before EOS; at that length EOS is the only token allowed, so every hypothesis ends in
+  EOS, its score includes EOS's log-probability, and its attention has one row per token
+  plus one for the EOS step.
+- PAD and BOS are never produced: PAD marks finished rows and BOS only starts a sentence.
+- Beam search ranks finished hypotheses by score / lp(|Y|), the GNMT length penalty
+  lp(|Y|) = ((5 + |Y|) / 6) ** alpha, with |Y| the number of scored tokens (EOS included).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID, Seq2SeqModel, select_batch
+
+# Greedy decoding asks the device whether every sentence has finished only this often: each
+# question is a host sync, and a few extra steps on finished rows cost less than a sync a step.
+GREEDY_SYNC_EVERY = 4
+
+
+@dataclass
+class Hypothesis:
+    """One decoded target sentence."""
+
+    tokens: list[int]  # without BOS/EOS
+    score: float  # sum of token log-probs (EOS included), before length penalty
+    attention: Tensor | None  # (L, H, T, S_real) on CPU, T = len(tokens) + 1 (EOS step included)
+
+
+def max_lengths(src_mask: Tensor, max_len_a: float, max_len_b: int) -> list[int]:
+    """Most target tokens (EOS excluded) per sentence: floor(a * real source length + b)."""
+    return [max(0, math.floor(max_len_a * n + max_len_b)) for n in src_mask.sum(dim=1).tolist()]
+
+
+def _length_penalty(num_tokens: int, alpha: float) -> float:
+    """GNMT length penalty ((5 + |Y|) / 6) ** alpha."""
+    return ((5.0 + num_tokens) / 6.0) ** alpha
+
+
+def _log_probs(logits: Tensor, at_limit: Tensor) -> Tensor:
+    """Log-probs (N, V) of the next token; rows where ``at_limit`` (N,) may only end."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+    logp[:, [PAD_ID, BOS_ID]] = -math.inf
+    eos_only = torch.full_like(logp, -math.inf)
+    eos_only[:, EOS_ID] = logp[:, EOS_ID]
+    return torch.where(at_limit[:, None], eos_only, logp)
+
+
+def _real_source(attention: Tensor, src_mask: Tensor) -> Tensor:
+    """Attention (..., S) restricted to the real source positions of ``src_mask`` (S,)."""
+    return attention[..., src_mask]
+
+
+@torch.inference_mode()
+def greedy_search(
+    model: Seq2SeqModel,
+    src: Tensor,
+    src_mask: Tensor,
+    max_len_a: float,
+    max_len_b: int,
+    need_weights: bool = False,
+) -> list[Hypothesis]:
+    """The most probable next token at every step, per sentence, until EOS or the length cap."""
+    batch = src.size(0)
+    limits = max_lengths(src_mask, max_len_a, max_len_b)
+    limit = torch.tensor(limits, device=src.device)  # (B,)
+    memory = model.encode(src, src_mask)
+    state = model.init_state(memory, src_mask)
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)  # (B,)
+    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)  # (B,)
+    scores = torch.zeros(batch, device=src.device)  # (B,)
+    step_tokens: list[Tensor] = []
+    step_attention: list[Tensor] = []
+    for t in range(max(limits) + 1):
+        logits, state, attention = model.decode_step(memory, src_mask, prev, state, need_weights)
+        best, tokens = _log_probs(logits, limit <= t).max(dim=-1)  # (B,), (B,)
+        scores += best.masked_fill(finished, 0.0)
+        tokens = tokens.masked_fill(finished, PAD_ID)
+        step_tokens.append(tokens)
+        if need_weights:
+            step_attention.append(attention)  # (B, L, H, S)
+        finished |= tokens == EOS_ID
+        prev = tokens
+        if t % GREEDY_SYNC_EVERY == GREEDY_SYNC_EVERY - 1 and bool(finished.all()):
+            break
+
+    all_tokens = torch.stack(step_tokens, dim=1).tolist()  # (B, T)
+    all_scores = scores.tolist()
+    weights = torch.stack(step_attention, dim=3).float().cpu() if need_weights else None
+    mask = src_mask.cpu()
+    hyps = []
+    for b in range(batch):
+        length = all_tokens[b].index(EOS_ID)  # the forced EOS at the limit guarantees one
+        attention = None
+        if weights is not None:
+            attention = _real_source(weights[b, :, :, : length + 1], mask[b])  # (L, H, T, S_real)
+        hyps.append(Hypothesis(all_tokens[b][:length], all_scores[b], attention))
+    return hyps
+
+
+@dataclass
+class _Finished:
+    """A hypothesis that produced EOS, with its length-normalised ranking score."""
+
+    normalised: float
+    hypothesis: Hypothesis
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Seq2SeqModel,
+    src: Tensor,
+    src_mask: Tensor,
+    beam_size: int,
+    length_penalty: float,
+    max_len_a: float,
+    max_len_b: int,
+    nbest: int = 1,
+    need_weights: bool = False,
+) -> list[list[Hypothesis]]:
+    """Up to ``nbest`` finished hypotheses per sentence, best (length-normalised) first.
+
+    All sentences and their beams decode together as rows ``sentence * k + beam``. A sentence
+    leaves the batch once its ``nbest`` best finished hypotheses cannot be beaten.
+    """
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
+    k = beam_size
+    device = src.device
+    limits = max_lengths(src_mask, max_len_a, max_len_b)
+    # The longest any hypothesis of a sentence can get (its tokens plus EOS) fixes the best
+    # length penalty still reachable, used by the stopping rule below.
+    limit_penalty = [_length_penalty(n + 1, length_penalty) for n in limits]
+    host_mask = src_mask.cpu()
+
+    rows = torch.arange(src.size(0), device=device).repeat_interleave(k)  # (B*k,)
+    memory = select_batch(model.encode(src, src_mask), rows)
+    mask = src_mask.index_select(0, rows)  # (B*k, S)
+    state = model.init_state(memory, mask)
+    # All k beams start identical; only beam 0 is alive, so the first top-k takes k distinct
+    # tokens from it instead of k copies of the best one.
+    scores = torch.full((src.size(0), k), -math.inf, device=device)
+    scores[:, 0] = 0.0
+    scores = scores.view(-1)  # (n*k,) over the n sentences still decoding
+    prev = torch.full_like(rows, BOS_ID)  # (n*k,)
+    history = torch.zeros(rows.size(0), 0, dtype=torch.long, device=device)  # (n*k, t)
+    attention_history: Tensor | None = None  # (n*k, L, H, t, S)
+    active = list(range(src.size(0)))  # original index of each sentence still decoding
+    limit = torch.tensor(limits, device=device).index_select(0, rows)  # (n*k,)
+    finished: list[list[_Finished]] = [[] for _ in active]
+
+    for t in range(max(limits) + 1):
+        n = len(active)
+        logits, state, attention = model.decode_step(memory, mask, prev, state, need_weights)
+        logp = _log_probs(logits, limit <= t)  # (n*k, V)
+        vocab = logp.size(-1)
+        candidates = (scores[:, None] + logp).view(n, k * vocab)
+        top_scores, top_index = candidates.topk(k, dim=1)  # (n, k) each
+        tokens = top_index % vocab  # (n, k)
+        origin = (top_index // vocab + torch.arange(n, device=device)[:, None] * k).view(-1)
+        ended = (tokens == EOS_ID) & (top_scores > -math.inf)  # (n, k)
+        live = top_scores.masked_fill(tokens == EOS_ID, -math.inf)  # (n, k)
+        if need_weights:
+            step = attention.index_select(0, origin)[:, :, :, None]  # (n*k, L, H, 1, S)
+            attention_history = (
+                step
+                if attention_history is None
+                else torch.cat([attention_history.index_select(0, origin), step], dim=3)
+            )  # (n*k, L, H, t+1, S)
+
+        # Set aside this step's finished hypotheses: one host transfer for all of them.
+        ended_at = ended.view(-1).nonzero().squeeze(1)  # (m,) flat (sentence, beam) positions
+        if ended_at.numel() > 0:
+            ended_rows = origin.index_select(0, ended_at)  # (m,) the rows they extend
+            ended_tokens = history.index_select(0, ended_rows).tolist()  # (m, t)
+            ended_scores = top_scores.view(-1).index_select(0, ended_at).tolist()
+            ended_attention = (
+                attention_history.index_select(0, ended_at).float().cpu()  # (m, L, H, t+1, S)
+                if attention_history is not None
+                else None
+            )
+            for i, position in enumerate(ended_at.tolist()):
+                sentence = active[position // k]
+                weights = None
+                if ended_attention is not None:
+                    weights = _real_source(ended_attention[i], host_mask[sentence])
+                hyp = Hypothesis(ended_tokens[i], ended_scores[i], weights)
+                normalised = ended_scores[i] / _length_penalty(t + 1, length_penalty)
+                finished[sentence].append(_Finished(normalised, hyp))
+
+        # A sentence is done when no live beam can still enter its n-best. A live beam's raw
+        # score s <= 0 only falls as tokens (log-probs <= 0) are added, and any completion has
+        # |Y| between t + 2 (EOS next step) and limit + 1. Dividing a non-positive score by a
+        # larger penalty raises it, so no completion normalises above
+        # s / max(lp(t + 2), lp(limit + 1)): for alpha > 0 that is s over the penalty at the
+        # length cap (not at the current length, which would stop too early), for alpha = 0
+        # just s. Once the beam has filled with k finished hypotheses and the nbest-th best
+        # of them reaches the bound, nothing left can change the result.
+        best_live = live.max(dim=1).values.tolist()  # (n,)
+        keep = []
+        for position, sentence in enumerate(active):
+            bound = best_live[position] / max(
+                _length_penalty(t + 2, length_penalty), limit_penalty[sentence]
+            )
+            done_list = finished[sentence]
+            if bound == -math.inf:
+                continue
+            if len(done_list) >= k:
+                nth = sorted((f.normalised for f in done_list), reverse=True)[nbest - 1]
+                if nth >= bound:
+                    continue
+            keep.append(position)
+        if not keep:
+            break
+
+        next_rows = origin  # (n*k,) reorder the beams to follow their chosen candidates
+        scores, prev = live.view(-1), tokens.view(-1)
+        if len(keep) < n:
+            kept = torch.tensor(keep, device=device)
+            kept_rows = (kept[:, None] * k + torch.arange(k, device=device)).view(-1)  # (n'*k,)
+            next_rows = next_rows.index_select(0, kept_rows)
+            scores, prev = scores.index_select(0, kept_rows), prev.index_select(0, kept_rows)
+            if attention_history is not None:
+                attention_history = attention_history.index_select(0, kept_rows)
+            memory = select_batch(memory, kept_rows)
+            mask = mask.index_select(0, kept_rows)
+            limit = limit.index_select(0, kept_rows)
+            active = [active[p] for p in keep]
+        state = select_batch(state, next_rows)
+        history = torch.cat([history.index_select(0, next_rows), prev[:, None]], dim=1)
+
+    return [
+        [f.hypothesis for f in sorted(done_list, key=lambda f: -f.normalised)[:nbest]]
+        for done_list in finished
+    ]
+
+
+def translate_batch(
+    model: Seq2SeqModel,
+    src: Tensor,
+    src_mask: Tensor,
+    *,
+    beam_size: int,
+    length_penalty: float,
+    max_len_a: float,
+    max_len_b: int,
+    need_weights: bool = False,
+) -> list[Hypothesis]:
+    """The best hypothesis per sentence: greedy search for beam size 1, else beam search."""
+    if beam_size == 1:
+        return greedy_search(model, src, src_mask, max_len_a, max_len_b, need_weights)
+    nbests = beam_search(
+        model, src, src_mask, beam_size, length_penalty, max_len_a, max_len_b, 1, need_weights
+    )
+    return [hyps[0] for hyps in nbests]
