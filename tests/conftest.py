@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
@@ -14,6 +15,8 @@ from seq2seq.data.synthetic import write_corpus
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 register_configs()
+# Tiny test models run fastest on one thread; it also keeps parallel test workers fair.
+torch.set_num_threads(1)
 
 
 def compose_config(name: str, overrides: list[str]) -> DictConfig:

@@ -139,6 +139,8 @@ class Trainer:
         self.probes = make_probes(self.data, cfg)
         self.keeper = CheckpointKeeper(run_dir / "checkpoints", cfg.train.keep_last)
         self.writer = SummaryWriter(str(run_dir / "tensorboard")) if ctx.is_main else None
+        if ctx.is_main:  # the SentencePiece model(s) beside the checkpoints, for other tools
+            tok.save(run_dir / "checkpoints")
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %s, %.2fM parameters, device %s", model_cfg["family"], n_params / 1e6, device)
 
