@@ -110,3 +110,9 @@ def test_translate_keeps_every_line(trained, tmp_path: Path) -> None:
     assert len(lines) == 4
     assert lines[1] == "" and lines[3] == ""
     assert lines[0].split() == "le voiture rouge voit un chien".split()
+
+
+def test_transformer_with_efficient_self_attention_learns(synthetic_dir: Path, tmp_path: Path) -> None:
+    cfg = compose_config("train", tiny_overrides(synthetic_dir, tmp_path, "transformer_efficient"))
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["best_bleu"] > 60.0, metrics
