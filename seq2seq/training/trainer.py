@@ -309,8 +309,6 @@ class Trainer:
             "valid step %d | loss %.3f | ppl %.2f | BLEU %.2f | chrF %.2f | best BLEU %.2f",
             step, result.loss, result.ppl, bleu.score, chrf.score, self.state.best_bleu,
         )
-        if step == self.cfg.train.valid_every or self.state.last_valid_step == step:
-            log.debug("BLEU signature: %s", bleu.signature)
         assert self.writer is not None
         self.writer.add_scalar("valid/loss", result.loss, step)
         self.writer.add_scalar("valid/ppl", result.ppl, step)
