@@ -97,3 +97,11 @@ def test_averaging_identical_checkpoints_gives_same_weights(tmp_path: Path) -> N
     save_checkpoint(state(1.0), tmp_path / "c.pt")
     mean = average_checkpoints([tmp_path / "a.pt", tmp_path / "c.pt"])["model"]["w"]
     assert torch.allclose(mean, torch.full((2, 2), 0.65))
+
+
+def test_checkpoints_are_not_private_and_stale_temporaries_are_cleaned(tmp_path: Path) -> None:
+    save_checkpoint(state(1.0), tmp_path / "a.pt")
+    assert (tmp_path / "a.pt").stat().st_mode & 0o044, "group/other cannot read the checkpoint"
+    (tmp_path / ".step_00000007.pt.abc.tmp").write_bytes(b"half a checkpoint")
+    CheckpointKeeper(tmp_path, keep_last=2)
+    assert not list(tmp_path.glob(".*.tmp"))

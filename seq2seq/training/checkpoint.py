@@ -31,6 +31,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes files private; checkpoints aren't
         with os.fdopen(fd, "wb") as handle:
             torch.save({**state, "format_version": FORMAT_VERSION}, handle)
             handle.flush()
@@ -39,6 +40,12 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -81,6 +88,9 @@ class CheckpointKeeper:
     def __init__(self, directory: Path, keep_last: int) -> None:
         self.directory = Path(directory)
         self.keep_last = keep_last
+        # Temporary files of writes cut short by a kill; the files they were for are intact.
+        for stale in self.directory.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def save(self, state: dict[str, Any], step: int, is_best: bool) -> Path:
         """Write this step's checkpoint, refresh last/best, and drop step files beyond N."""
