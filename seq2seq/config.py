@@ -199,7 +199,11 @@ class EvaluateAppConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     average_last: int = 1  # average the weights of the last N step checkpoints first
     device: str = "auto"
-    alignment_format: str | None = None  # pharaoh: also write word alignments per split
+    alignment_format: str | None = None  # pharaoh: also write <split>.align word alignments
+    alignment_layer: int = -1  # Transformer: decoder layer whose cross-attention aligns
+    align_gold: str | None = None  # gold word alignments (Pharaoh or NAACL): report AER ...
+    align_src: str | None = None  # ... of the attention on this space-tokenised source
+    align_tgt: str | None = None  # ... force-decoding this target
 
 
 @dataclass

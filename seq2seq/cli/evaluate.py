@@ -7,9 +7,16 @@ import logging
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from seq2seq.alignment_eval import (
+    GoldSet,
+    evaluate_alignment,
+    gold_from_config,
+    hypothesis_alignments,
+)
 from seq2seq.cli.common import CONFIG_PATH, report_user_errors
 from seq2seq.config import DataConfig
 from seq2seq.data.corpora import ParallelCorpus, load_split, read_parallel
@@ -44,22 +51,57 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
         paths = last_step_checkpoints(cfg.checkpoint, cfg.average_last)
         translator.model.load_state_dict(average_checkpoints(paths)["model"])
         log.info("averaged the weights of %s", ", ".join(p.name for p in paths))
-    opts = DecodeOptions(**OmegaConf.to_container(cfg.decode))  # type: ignore[arg-type]
+    if cfg.alignment_format not in (None, "pharaoh"):
+        raise UserError(f"alignment_format={cfg.alignment_format!r}: use pharaoh or leave it out.")
+    opts = DecodeOptions(
+        **OmegaConf.to_container(cfg.decode),  # type: ignore[arg-type]
+        need_weights=cfg.alignment_format is not None,
+    )
     tokenizer = translator.tokenizer
+    gold = gold_from_config(cfg, tokenizer, prefix="")  # checked before the long decoding
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     for name, corpus in test_sets(cfg, translator).items():
-        nbests = decode_corpus(translator.model, tokenizer.encode_src(corpus.src), device, opts)
+        sources = tokenizer.encode_src(corpus.src)
+        nbests = decode_corpus(translator.model, sources, device, opts)
         hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
         (out_dir / f"{name}.hyp.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+        if cfg.alignment_format == "pharaoh":  # line i: links between source i and hypothesis i
+            links = hypothesis_alignments(sources, nbests, tokenizer, cfg.alignment_layer)
+            text = "".join(line + "\n" for line in links)
+            (out_dir / f"{name}.align").write_text(text, encoding="utf-8")
         scores = corpus_scores(hypotheses, corpus.tgt)
         results[name] = {"sentences": len(hypotheses), **scores_to_dict(scores)}
         for score in scores.values():
             print(f"{name}\t{score.name.upper()} {score.score:.2f}\t{score.signature}")
-    summary = {"checkpoint": str(cfg.checkpoint), "decode": OmegaConf.to_container(cfg.decode), "results": results}
+    summary = {
+        "checkpoint": str(cfg.checkpoint),
+        "average_last": cfg.average_last,  # the scores are of averaged weights when > 1
+        "decode": OmegaConf.to_container(cfg.decode),
+        "results": results,
+    }
+    if gold is not None:
+        summary["alignment"] = alignment_summary(translator, gold, device)
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(f"hypotheses and metrics.json written to {out_dir}")
     return results
+
+
+def alignment_summary(translator: Translator, gold: GoldSet, device: torch.device) -> dict:
+    """AER of the attention on the gold set (every layer; the best one reported), printed."""
+    scores = evaluate_alignment(translator.model, translator.tokenizer, gold, device)
+    best = scores.scores
+    print(
+        f"alignment\tAER {best['aer']:.3f}  P {best['precision']:.3f}  R {best['recall']:.3f}  "
+        f"F1 {best['f1']:.3f}\tlayer {scores.layer} of {len(scores.layers)}, "
+        f"{scores.sentences} sentences ({scores.skipped} skipped)"
+    )
+    return {
+        "layer": scores.layer,
+        "sentences": scores.sentences,
+        "skipped": scores.skipped,
+        "layers": scores.layers,
+    }
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="evaluate", version_base="1.3")

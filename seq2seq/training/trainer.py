@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from seq2seq.alignment_eval import gold_from_config
 from seq2seq.data.batching import Batch, ParallelDataset, TokenBatchSampler, make_loader
 from seq2seq.data.pipeline import EncodedCorpus, PreparedData, prepare_data
 from seq2seq.errors import UserError
@@ -29,7 +30,14 @@ from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.loss import label_smoothed_loss
 from seq2seq.training.schedule import build_optimizer, build_scheduler
-from seq2seq.training.validation import Probe, ValidResult, log_probes, validate
+from seq2seq.training.validation import (
+    Probe,
+    ValidResult,
+    log_alignment_scores,
+    log_gold_alignments,
+    log_probes,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +119,8 @@ class Trainer:
         self.state = TrainState()
         if resume_state is not None:
             self._restore(resume_state)
-        self.network: nn.Module = self.model
-        if cfg.train.compile:
-            self.network = compile_or_warn(self.model)
-        if ctx.enabled:
-            self.network = DistributedDataParallel(
-                self.network, device_ids=[device.index] if device.type == "cuda" else None
-            )
+        self.compiled = cfg.train.compile  # cleared if compilation fails, at any step
+        self.network = self._network()
 
         train = self.data.train
         self.sampler = TokenBatchSampler(
@@ -137,12 +140,15 @@ class Trainer:
         )
         self.valid_batches = fixed_batches(self.data.valid, cfg.data.batch_tokens)
         self.probes = make_probes(self.data, cfg)
+        self.align_gold = gold_from_config(cfg.valid, tok)  # None unless valid.align_gold is set
         self.keeper = CheckpointKeeper(run_dir / "checkpoints", cfg.train.keep_last)
         self.writer = SummaryWriter(str(run_dir / "tensorboard")) if ctx.is_main else None
         if ctx.is_main:  # the SentencePiece model(s) beside the checkpoints, for other tools
             tok.save(run_dir / "checkpoints")
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %s, %.2fM parameters, device %s", model_cfg["family"], n_params / 1e6, device)
+        if resume_state is not None:  # last: building the loaders above draws from the RNG
+            restore_rng(resume_state["rng"])
 
     # ----------------------------------------------------------------------- the loop
 
@@ -163,8 +169,12 @@ class Trainer:
                     stop_reason = f"reached train.max_epochs={cfg.max_epochs}"
                     break
                 self.sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
+                # A new loader iterator draws a seed from the global RNG; a resumed run makes
+                # one mid-epoch, so fork the RNG to keep dropout identical to an unbroken run.
+                with torch.random.fork_rng(devices=[]):
+                    batches = iter(self.loader)
                 micro: list[Batch] = []
-                for batch in self.loader:
+                for batch in batches:
                     micro.append(batch)
                     state.batch_in_epoch += 1
                     if len(micro) < cfg.accum_steps:
@@ -215,15 +225,20 @@ class Trainer:
         # by world_size to make the result the gradient of (sum of losses / all tokens).
         global_tokens = self.ctx.sum(float(local_tokens), self.device)
         scale = self.ctx.world_size / max(global_tokens, 1.0)
-        loss_sum = torch.zeros((), device=self.device)
-        for i, batch in enumerate(micro):
-            batch = batch.to(self.device, non_blocking=True)
-            sync = i == len(micro) - 1 or not self.ctx.enabled
-            with self._autocast(), (contextlib.nullcontext() if sync else self.network.no_sync()):
-                logits, _ = self.network(batch.src, batch.src_mask, batch.tgt_in)
-                loss, _ = label_smoothed_loss(logits, batch.tgt_out, cfg.label_smoothing)
-            self.scaler.scale(loss * scale).backward()
-            loss_sum += loss.detach()
+        try:
+            loss_sum = self._accumulate(micro, scale)
+        except Exception as err:  # noqa: BLE001 - torch.compile fails lazily, in these calls
+            if not self.compiled:
+                raise
+            log.warning(
+                "train.compile=true: the compiled model failed at step %d (%s); continuing "
+                "without compilation (set train.compile=false to skip trying)",
+                self.state.step + 1, f"{type(err).__name__}: {err}".splitlines()[0],
+            )
+            self.compiled = False
+            self.optimizer.zero_grad(set_to_none=True)
+            self.network = self._network()
+            loss_sum = self._accumulate(micro, scale)
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.clip_norm if self.cfg.optim.clip_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
@@ -245,6 +260,29 @@ class Trainer:
         if self.per_step_schedule:
             self.scheduler.step()
         window.add(loss_sum, local_tokens, sum(b.src_mask.sum() for b in micro), grad_norm)
+
+    def _accumulate(self, micro: list[Batch], scale: float) -> torch.Tensor:
+        """Forward and backward of every micro-batch; DDP all-reduces only after the last."""
+        loss_sum = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro):
+            batch = batch.to(self.device, non_blocking=True)
+            sync = i == len(micro) - 1 or not self.ctx.enabled
+            with self._autocast(), (contextlib.nullcontext() if sync else self.network.no_sync()):
+                logits, _ = self.network(batch.src, batch.src_mask, batch.tgt_in)
+                loss, _ = label_smoothed_loss(logits, batch.tgt_out, self.cfg.train.label_smoothing)
+            self.scaler.scale(loss * scale).backward()
+            loss_sum += loss.detach()
+        return loss_sum
+
+    def _network(self) -> nn.Module:
+        """The module the steps run: the model, compiled while that works, in DDP if distributed."""
+        network = compile_or_warn(self.model) if self.compiled else self.model
+        self.compiled = network is not self.model
+        if self.ctx.enabled:
+            network = DistributedDataParallel(
+                network, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        return network
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -277,11 +315,11 @@ class Trainer:
         """Validate on rank 0, update the schedule and early stopping, write checkpoints."""
         state = self.state
         state.last_valid_step = state.step
-        result = None
+        result, improved = None, False
         if self.ctx.is_main:
             result = validate(
                 self.model, self.valid_batches, self.data.valid, self.data.tokenizer,
-                self.cfg.valid, self.device, self._autocast(),
+                self.cfg.valid, self.device, self._autocast(), self.align_gold,
             )
             improved = result.bleu > state.best_bleu
             if improved:
@@ -293,12 +331,17 @@ class Trainer:
             if self.probes:
                 log_probes(self.model, self.probes, self.data.tokenizer, self.cfg.valid,
                            self.device, self.writer, state.step)
-            self.keeper.save(self.checkpoint_state(), state.step, is_best=improved)
+            if result.alignment is not None and self.align_gold is not None:
+                log_gold_alignments(self.model, self.align_gold, self.data.tokenizer,
+                                    self.cfg.valid.num_probes, result.alignment.layer,
+                                    self.device, self.writer, state.step)
         # Every rank follows rank 0's BLEU so plateau LR and early stopping stay in step.
         bleu = self.ctx.sum(result.bleu if result else 0.0, self.device)
         state.bad_validations = int(self.ctx.sum(float(state.bad_validations) if result else 0.0, self.device))
         if not self.per_step_schedule:
             self.scheduler.step(bleu)
+        if self.ctx.is_main:  # after the schedule update, so a resumed run continues it exactly
+            self.keeper.save(self.checkpoint_state(), state.step, is_best=improved)
         self.ctx.barrier()
         return result
 
@@ -315,12 +358,16 @@ class Trainer:
         self.writer.add_scalar("valid/bleu", bleu.score, step)
         self.writer.add_scalar("valid/chrf", chrf.score, step)
         self.writer.add_text("valid/signature", f"{bleu.signature}  \n{chrf.signature}", step)
+        if result.alignment is not None:
+            log_alignment_scores(self.writer, result.alignment, step)
 
     def _summary(self, result: ValidResult | None) -> dict[str, float]:
         summary = {"step": float(self.state.step), "best_bleu": self.state.best_bleu}
         if result is not None:
             summary.update(valid_loss=result.loss, valid_ppl=result.ppl, valid_bleu=result.bleu,
                            valid_chrf=result.scores["chrf"].score)
+            if result.alignment is not None:
+                summary["valid_aer"] = result.alignment.scores["aer"]
             log.info("BLEU signature: %s", result.scores["bleu"].signature)
         return summary
 
@@ -376,7 +423,6 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["train_state"])
-        restore_rng(ckpt["rng"])
 
 
 class Window:
@@ -460,7 +506,11 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def compile_or_warn(model: nn.Module) -> nn.Module:
-    """``torch.compile`` the model, or warn and fall back to eager where unsupported."""
+    """``torch.compile`` the model, or warn and fall back to eager where unsupported.
+
+    This catches only what fails up front (e.g. an unsupported Python); compilation
+    itself happens at the first forward and backward, where ``Trainer._update`` falls back.
+    """
     try:
         return torch.compile(model)  # type: ignore[return-value]
     except Exception as err:  # noqa: BLE001 - any backend failure means: run eager

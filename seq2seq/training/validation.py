@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from seq2seq.alignment_eval import (
+    AlignmentScores,
+    GoldSet,
+    evaluate_alignment,
+    forced_attention,
+    scorable,
+    word_scores,
+)
 from seq2seq.config import ValidConfig
 from seq2seq.data.batching import Batch
 from seq2seq.data.pipeline import EncodedCorpus
@@ -19,6 +29,8 @@ from seq2seq.heatmaps import attention_figure, figure_to_array, head_grid_figure
 from seq2seq.inference import DecodeOptions, decode_corpus
 from seq2seq.models.base import BOS_ID, PAD_ID
 from seq2seq.training.loss import label_smoothed_loss
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +50,7 @@ class ValidResult:
     ppl: float
     scores: dict[str, Score]
     hypotheses: list[str]
+    alignment: AlignmentScores | None = None  # attention vs. gold links, when gold is given
 
     @property
     def bleu(self) -> float:
@@ -66,8 +79,9 @@ def validate(
     cfg: ValidConfig,
     device: torch.device,
     autocast: AbstractContextManager,
+    gold: GoldSet | None = None,
 ) -> ValidResult:
-    """Teacher-forced loss over ``batches``, then decode and score the validation sentences."""
+    """Teacher-forced loss, decoded BLEU/chrF, and AER of the attention when ``gold`` is given."""
     model.eval()
     nll_sum, tokens = 0.0, 0
     for batch in batches:
@@ -84,8 +98,12 @@ def validate(
         nbests = decode_corpus(model, corpus.src_ids[:count], device, decode_options(cfg))
     hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
     scores = corpus_scores(hypotheses, corpus.raw.tgt[:count], ter=False)
+    alignment = None
+    if gold is not None:
+        with autocast:
+            alignment = evaluate_alignment(model, tokenizer, gold, device, None, cfg.batch_size)
     model.train()
-    return ValidResult(loss, math.exp(min(loss, 100.0)), scores, hypotheses)
+    return ValidResult(loss, math.exp(min(loss, 100.0)), scores, hypotheses, alignment)
 
 
 @torch.no_grad()
@@ -125,3 +143,52 @@ def log_probes(
             text += f"  \n**reference:** {probe.reference}"
         writer.add_text(f"probe/{k}", text, step)
     model.train()
+
+
+@torch.no_grad()
+def log_gold_alignments(
+    model: nn.Module,
+    gold: GoldSet,
+    tokenizer: Tokenizer,
+    count: int,
+    layer: int,
+    device: torch.device,
+    writer: SummaryWriter,
+    step: int,
+) -> None:
+    """Draw the first ``count`` gold sentences' word attention with their gold links marked.
+
+    The reference is force-decoded, so rows are the gold target words and the picture is
+    the matrix AER scores (one ``layer``, heads averaged), rows rescaled to sum to 1.
+    """
+    keep = [k for k in range(len(gold)) if scorable(tokenizer, gold.src[k], gold.tgt[k])][:count]
+    src_ids = tokenizer.encode_src([gold.src[k] for k in keep])
+    tgt_ids = tokenizer.encode_tgt([gold.tgt[k] for k in keep])
+    attentions = forced_attention(model, src_ids, tgt_ids, device)
+    for n, (k, src, tgt, cross) in enumerate(zip(keep, src_ids, tgt_ids, attentions, strict=True)):
+        src_pieces, tgt_pieces = tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"]
+        words = word_scores(cross, src_pieces, tgt_pieces, layer)  # (T_words, S_words)
+        totals = words.sum(axis=1, keepdims=True)  # (T_words, 1)
+        words = np.divide(words, totals, out=np.zeros_like(words), where=totals > 0)
+        figure = attention_figure(
+            words, gold.src[k].split(), gold.tgt[k].split(),
+            title=f"step {step}, layer {layer}: gold sure = squares, possible = dots",
+            gold=(gold.sure[k], gold.possible[k]),
+        )
+        writer.add_image(f"alignment_gold/{n}", figure_to_array(figure), step, dataformats="HWC")
+
+
+def log_alignment_scores(writer: SummaryWriter, alignment: AlignmentScores, step: int) -> None:
+    """``valid/aer`` of the chosen layer, and ``valid/aer_layer<l>`` when there are several."""
+    per_layer = " ".join(f"{scores['aer']:.3f}" for scores in alignment.layers)
+    log.info(
+        "valid step %d | AER %.3f (layer %d; per layer %s) | %d gold sentences, %d skipped",
+        step, alignment.scores["aer"], alignment.layer, per_layer, alignment.sentences,
+        alignment.skipped,
+    )
+    writer.add_scalar("valid/aer", alignment.scores["aer"], step)
+    writer.add_scalar("valid/align_f1", alignment.scores["f1"], step)
+    if len(alignment.layers) > 1:
+        writer.add_scalar("valid/aer_best_layer", alignment.layer, step)
+        for layer, scores in enumerate(alignment.layers):
+            writer.add_scalar(f"valid/aer_layer{layer}", scores["aer"], step)
