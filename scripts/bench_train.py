@@ -235,7 +235,7 @@ def time_row(job: dict[str, Any]) -> Row:
     def step(batch: Batch) -> None:
         with autocast:
             logits, _ = model(batch.src, batch.src_mask, batch.tgt_in)
-            loss, _ = label_smoothed_loss(logits, batch.tgt_out, job["label_smoothing"])
+            loss = label_smoothed_loss(logits, batch.tgt_out, job["label_smoothing"])
         (loss / batch.num_tgt_tokens).backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -497,13 +497,13 @@ def poison_loss(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int] | None) -> 
     calls = 0
     loss = trainer_module.label_smoothed_loss
 
-    def poisoned(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
+    def poisoned(*args: object) -> torch.Tensor:
         nonlocal calls
         calls += 1
-        value, count = loss(*args)
+        value = loss(*args)
         if bad_calls is None or calls in bad_calls:
             value = value * float("nan")
-        return value, count
+        return value
 
     monkeypatch.setattr(trainer_module, "label_smoothed_loss", poisoned)
 

@@ -269,7 +269,7 @@ class Trainer:
             sync = i == len(micro) - 1 or not self.ctx.enabled
             with self._autocast(), (contextlib.nullcontext() if sync else self.network.no_sync()):
                 logits, _ = self.network(batch.src, batch.src_mask, batch.tgt_in)
-                loss, _ = label_smoothed_loss(logits, batch.tgt_out, self.cfg.train.label_smoothing)
+                loss = label_smoothed_loss(logits, batch.tgt_out, self.cfg.train.label_smoothing)
             self.scaler.scale(loss * scale).backward()
             loss_sum += loss.detach()
         return loss_sum

@@ -88,7 +88,7 @@ def validate(
         batch = batch.to(device)
         with autocast:
             logits, _ = model(batch.src, batch.src_mask, batch.tgt_in)
-        _, nll = label_smoothed_loss(logits, batch.tgt_out, smoothing=0.0)
+        nll = label_smoothed_loss(logits, batch.tgt_out, smoothing=0.0)
         nll_sum += nll.item()
         tokens += batch.num_tgt_tokens
     loss = nll_sum / max(tokens, 1)
