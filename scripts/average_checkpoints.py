@@ -1,6 +1,6 @@
 """Average the weights of a run's last N checkpoints into one checkpoint file.
 
-    python scripts/average_checkpoints.py outputs/<run>/checkpoints --last 5 --out averaged.pt
+python scripts/average_checkpoints.py outputs/<run>/checkpoints --last 5 --out averaged.pt
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from seq2seq.training.checkpoint import save_checkpoint
 
 def main() -> None:
     """Parse arguments, average, write atomically."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("checkpoint", help="a checkpoint file or a run's checkpoints directory")
     parser.add_argument("--last", type=int, default=5, help="how many step_*.pt files to average")
     parser.add_argument("--out", type=Path, required=True, help="where to write the result")

@@ -16,7 +16,9 @@ class Score:
     signature: str
 
 
-def corpus_scores(hypotheses: list[str], references: list[str], ter: bool = True) -> dict[str, Score]:
+def corpus_scores(
+    hypotheses: list[str], references: list[str], ter: bool = True
+) -> dict[str, Score]:
     """BLEU, chrF and (optionally) TER of detokenized hypotheses against one reference each."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")

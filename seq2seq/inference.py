@@ -31,7 +31,9 @@ class Translator:
         """Rebuild model and tokenizer from a checkpoint alone (no training config needed)."""
         state = load_checkpoint(path)
         tokenizer = Tokenizer.from_state(state["tokenizer"])
-        model = build_model(state["model_config"], tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+        model = build_model(
+            state["model_config"], tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
+        )
         model.load_state_dict(state["model"])
         model.to(device).eval()
         return cls(model, tokenizer, state, device)
@@ -50,7 +52,9 @@ class DecodeOptions:
     need_weights: bool = False
 
 
-def pad_batch(sequences: list[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    sequences: list[list[int]], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token lists into ``src`` (B, S) and ``src_mask`` (B, S), True on tokens."""
     length = max(1, max(len(seq) for seq in sequences))
     src = torch.full((len(sequences), length), PAD_ID, dtype=torch.long)
@@ -79,17 +83,28 @@ def decode_corpus(
         src, src_mask = pad_batch([sources[i] for i in chunk], device)
         if opts.nbest > 1:
             nbests = beam_search(
-                model, src, src_mask, beam_size=max(opts.beam_size, opts.nbest),
-                length_penalty=opts.length_penalty, max_len_a=opts.max_len_a,
-                max_len_b=opts.max_len_b, nbest=opts.nbest, need_weights=opts.need_weights,
+                model,
+                src,
+                src_mask,
+                beam_size=max(opts.beam_size, opts.nbest),
+                length_penalty=opts.length_penalty,
+                max_len_a=opts.max_len_a,
+                max_len_b=opts.max_len_b,
+                nbest=opts.nbest,
+                need_weights=opts.need_weights,
             )
         else:
             best = translate_batch(
-                model, src, src_mask, beam_size=opts.beam_size,
-                length_penalty=opts.length_penalty, max_len_a=opts.max_len_a,
-                max_len_b=opts.max_len_b, need_weights=opts.need_weights,
+                model,
+                src,
+                src_mask,
+                beam_size=opts.beam_size,
+                length_penalty=opts.length_penalty,
+                max_len_a=opts.max_len_a,
+                max_len_b=opts.max_len_b,
+                need_weights=opts.need_weights,
             )
             nbests = [[hyp] for hyp in best]
-        for index, hyps in zip(chunk, nbests):
+        for index, hyps in zip(chunk, nbests, strict=True):
             results[index] = hyps
     return results

@@ -16,8 +16,11 @@ from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint, save_
 
 def state(value: float) -> dict:
     """A minimal checkpoint-shaped dict."""
-    return {"model": {"w": torch.full((2, 2), value)}, "model_config": {"family": "rnn"},
-            "tokenizer": {"joint": True}}
+    return {
+        "model": {"w": torch.full((2, 2), value)},
+        "model_config": {"family": "rnn"},
+        "tokenizer": {"joint": True},
+    }
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -26,7 +29,9 @@ def test_round_trip(tmp_path: Path) -> None:
     assert torch.equal(loaded["model"]["w"], torch.full((2, 2), 1.5))
 
 
-def test_failed_write_leaves_previous_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_leaves_previous_checkpoint_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "last.pt"
     save_checkpoint(state(1.0), path)
 

@@ -46,7 +46,9 @@ def test_overrides_reach_the_config() -> None:
     assert (cfg.data.src, cfg.data.tgt, cfg.optim.lr) == ("de", "en", 3e-4)
 
 
-@pytest.mark.parametrize("override", ["model.hiden_size=3", "optim.learning_rate=1", "trian.max_steps=5"])
+@pytest.mark.parametrize(
+    "override", ["model.hiden_size=3", "optim.learning_rate=1", "trian.max_steps=5"]
+)
 def test_mistyped_key_fails(override: str) -> None:
     with pytest.raises(ConfigCompositionException, match="Could not override"):
         compose_config("train", [override])

@@ -38,7 +38,9 @@ def test_padding_positions_do_not_count() -> None:
     assert torch.equal(loss, loss_changed)
     real = target != PAD_ID
     per_token = torch.stack(
-        [label_smoothed_loss(logits[b, t].view(1, 1, -1), target[b, t].view(1, 1), 0.1)
-         for b, t in real.nonzero().tolist()]
+        [
+            label_smoothed_loss(logits[b, t].view(1, 1, -1), target[b, t].view(1, 1), 0.1)
+            for b, t in real.nonzero().tolist()
+        ]
     )
     assert torch.allclose(loss, per_token.sum(), atol=1e-5)

@@ -21,13 +21,25 @@ pytestmark = pytest.mark.skipif(
 
 def test_short_real_run_beats_copying_the_source(tmp_path: Path) -> None:
     overrides = [
-        f"data.root={MULTI30K}", "data.src=en", "data.tgt=fr",
-        f"data.cache_dir={tmp_path / 'cache'}", "data.max_train_examples=3000",
-        "data.tokenizer.vocab_size=1000", "data.batch_tokens=2000",
-        "model=rnn", "model.emb_dim=64", "model.hidden_size=96", "model.attn_dim=64",
-        "model.dropout=0.1", "optim.lr=0.003",
-        "train.max_steps=200", "train.valid_every=200", "train.log_every=50",
-        "train.progress=false", "valid.max_sentences=200", "valid.num_probes=1",
+        f"data.root={MULTI30K}",
+        "data.src=en",
+        "data.tgt=fr",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.max_train_examples=3000",
+        "data.tokenizer.vocab_size=1000",
+        "data.batch_tokens=2000",
+        "model=rnn",
+        "model.emb_dim=64",
+        "model.hidden_size=96",
+        "model.attn_dim=64",
+        "model.dropout=0.1",
+        "optim.lr=0.003",
+        "train.max_steps=200",
+        "train.valid_every=200",
+        "train.log_every=50",
+        "train.progress=false",
+        "valid.max_sentences=200",
+        "valid.num_probes=1",
     ]
     metrics = train(compose_config("train", overrides), tmp_path / "run")
     cfg = compose_config("train", overrides)

@@ -18,8 +18,14 @@ from seq2seq.training.trainer import train
 from tests.conftest import compose_config, tiny_overrides
 
 SCALARS = {
-    "train/loss", "train/lr", "train/tokens_per_sec", "train/grad_norm",
-    "valid/loss", "valid/ppl", "valid/bleu", "valid/chrf",
+    "train/loss",
+    "train/lr",
+    "train/tokens_per_sec",
+    "train/grad_norm",
+    "valid/loss",
+    "valid/ppl",
+    "valid/bleu",
+    "valid/chrf",
 }
 
 
@@ -32,7 +38,9 @@ def shuffled_baseline(corpus: Path) -> float:
 
 
 @pytest.fixture(scope="module", params=["rnn", "transformer"])
-def trained(request: pytest.FixtureRequest, synthetic_dir: Path, tmp_path_factory) -> tuple[str, DictConfig, Path, dict]:
+def trained(
+    request: pytest.FixtureRequest, synthetic_dir: Path, tmp_path_factory
+) -> tuple[str, DictConfig, Path, dict]:
     """One tiny training run per model family, shared by the tests below."""
     work = tmp_path_factory.mktemp(request.param)
     cfg = compose_config("train", tiny_overrides(synthetic_dir, work, request.param))
@@ -51,7 +59,9 @@ def test_model_learns(trained, synthetic_dir: Path) -> None:
 
 def test_tensorboard_has_scalars_and_alignment_images(trained) -> None:
     family, _, run_dir, _ = trained
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0}
+    )
     events.Reload()
     tags = events.Tags()
     assert SCALARS <= set(tags["scalars"])
@@ -71,8 +81,9 @@ def test_checkpoints_written(trained) -> None:
 
 def test_evaluate_scores_the_checkpoint(trained, synthetic_dir: Path, tmp_path: Path) -> None:
     _, _, run_dir, metrics = trained
-    cfg = compose_config("evaluate", [f"checkpoint={run_dir}", "decode.beam_size=3",
-                                      "data.splits=[valid,test]"])
+    cfg = compose_config(
+        "evaluate", [f"checkpoint={run_dir}", "decode.beam_size=3", "data.splits=[valid,test]"]
+    )
     results = evaluate(cfg, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["results"] == results
@@ -91,7 +102,8 @@ def test_resume_continues_from_the_saved_step(trained, synthetic_dir: Path, tmp_
     overrides = tiny_overrides(synthetic_dir, tmp_path, family)
     overrides = [o for o in overrides if not o.startswith("train.max_steps")]
     resumed_cfg = compose_config(
-        "train", [*overrides, "train.max_steps=350", f"train.resume={run_dir / 'checkpoints' / 'last.pt'}"]
+        "train",
+        [*overrides, "train.max_steps=350", f"train.resume={run_dir / 'checkpoints' / 'last.pt'}"],
     )
     metrics = train(resumed_cfg, tmp_path / "resumed")
     assert metrics["step"] == 350
@@ -112,7 +124,9 @@ def test_translate_keeps_every_line(trained, tmp_path: Path) -> None:
     assert lines[0].split() == "le voiture rouge voit un chien".split()
 
 
-def test_transformer_with_efficient_self_attention_learns(synthetic_dir: Path, tmp_path: Path) -> None:
+def test_transformer_with_efficient_self_attention_learns(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
     cfg = compose_config("train", tiny_overrides(synthetic_dir, tmp_path, "transformer_efficient"))
     metrics = train(cfg, tmp_path / "run")
     assert metrics["best_bleu"] > 60.0, metrics

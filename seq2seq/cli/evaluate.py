@@ -36,7 +36,9 @@ def test_sets(cfg: DictConfig, translator: Translator) -> dict[str, ParallelCorp
         if not (data.src_file and data.ref_file):
             raise UserError("Give both data.src_file=... and data.ref_file=..., or neither.")
         return {Path(data.src_file).name: read_parallel(data.src_file, data.ref_file)}
-    trained = OmegaConf.merge(OmegaConf.structured(DataConfig), translator.checkpoint["config"]["data"])
+    trained = OmegaConf.merge(
+        OmegaConf.structured(DataConfig), translator.checkpoint["config"]["data"]
+    )
     if data.root is not None:
         trained.root = data.root
     splits = list(data.splits) or ([data.split] if data.split else list(trained.test_splits))
@@ -65,7 +67,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
         sources = tokenizer.encode_src(corpus.src)
         nbests = decode_corpus(translator.model, sources, device, opts)
         hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
-        (out_dir / f"{name}.hyp.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+        (out_dir / f"{name}.hyp.txt").write_text(
+            "".join(h + "\n" for h in hypotheses), encoding="utf-8"
+        )
         if cfg.alignment_format == "pharaoh":  # line i: links between source i and hypothesis i
             links = hypothesis_alignments(sources, nbests, tokenizer, cfg.alignment_layer)
             text = "".join(line + "\n" for line in links)

@@ -41,7 +41,9 @@ class LineTranslator:
         self.tokenizer = self.translator.tokenizer
         wants_attention = cfg.show_alignment or cfg.alignment_dir or cfg.alignment_format
         if cfg.alignment_format not in (None, "pharaoh"):
-            raise UserError(f"alignment_format={cfg.alignment_format!r}: use pharaoh or leave it unset.")
+            raise UserError(
+                f"alignment_format={cfg.alignment_format!r}: use pharaoh or leave it unset."
+            )
         self.opts = DecodeOptions(
             **OmegaConf.to_container(cfg.decode),  # type: ignore[arg-type]
             need_weights=bool(wants_attention),
@@ -54,14 +56,15 @@ class LineTranslator:
         """One output block per input line (an empty line gives an empty line)."""
         sources = self.tokenizer.encode_src([line.strip() for line in lines])
         nbests = decode_corpus(self.translator.model, sources, self.device, self.opts)
-        return [self._format(src, hyps) for src, hyps in zip(sources, nbests)]
+        return [self._format(src, hyps) for src, hyps in zip(sources, nbests, strict=True)]
 
     def _format(self, src: list[int], hyps: list[Hypothesis]) -> str:
         index = self.count
         self.count += 1
         texts = [self.tokenizer.decode_tgt(h.tokens) for h in hyps]
         if self.cfg.decode.nbest > 1:
-            out = "\n".join(f"{index}\t{h.score:.4f}\t{t}" for h, t in zip(hyps, texts))
+            pairs = zip(hyps, texts, strict=True)
+            out = "\n".join(f"{index}\t{h.score:.4f}\t{t}" for h, t in pairs)
         else:
             out = texts[0]
         best = hyps[0]
@@ -96,8 +99,12 @@ def run(cfg: DictConfig, stdin: TextIO, stdout: TextIO) -> None:
     translator = LineTranslator(cfg)
     with ExitStack() as stack:
         source = stdin if cfg.input == "-" else stack.enter_context(open_input(cfg.input))
-        sink = stdout if cfg.output == "-" else stack.enter_context(
-            open(cfg.output, "w", encoding="utf-8")  # noqa: SIM115 - closed by the ExitStack
+        sink = (
+            stdout
+            if cfg.output == "-"
+            else stack.enter_context(
+                open(cfg.output, "w", encoding="utf-8")  # noqa: SIM115 - closed by the ExitStack
+            )
         )
         interactive = cfg.input == "-" and source.isatty()
         if interactive:

@@ -14,17 +14,40 @@ from pathlib import Path
 
 DETERMINERS = {"the": "le", "a": "un", "every": "chaque", "this": "ce"}
 ADJECTIVES = {
-    "red": "rouge", "big": "grand", "small": "petit", "old": "vieux", "new": "neuf",
-    "blue": "bleu", "green": "vert", "happy": "heureux", "quiet": "calme", "strong": "fort",
+    "red": "rouge",
+    "big": "grand",
+    "small": "petit",
+    "old": "vieux",
+    "new": "neuf",
+    "blue": "bleu",
+    "green": "vert",
+    "happy": "heureux",
+    "quiet": "calme",
+    "strong": "fort",
 }
 NOUNS = {
-    "dog": "chien", "cat": "chat", "man": "homme", "woman": "femme", "car": "voiture",
-    "house": "maison", "bird": "oiseau", "child": "enfant", "ball": "balle", "tree": "arbre",
-    "teacher": "professeur", "garden": "jardin",
+    "dog": "chien",
+    "cat": "chat",
+    "man": "homme",
+    "woman": "femme",
+    "car": "voiture",
+    "house": "maison",
+    "bird": "oiseau",
+    "child": "enfant",
+    "ball": "balle",
+    "tree": "arbre",
+    "teacher": "professeur",
+    "garden": "jardin",
 }
 VERBS = {
-    "sees": "voit", "likes": "aime", "has": "possede", "takes": "prend", "finds": "trouve",
-    "wants": "veut", "paints": "peint", "follows": "suit",
+    "sees": "voit",
+    "likes": "aime",
+    "has": "possede",
+    "takes": "prend",
+    "finds": "trouve",
+    "wants": "veut",
+    "paints": "peint",
+    "follows": "suit",
 }
 
 
@@ -66,7 +89,9 @@ def generate(count: int, seed: int) -> list[SyntheticPair]:
     return [make_pair(rng) for _ in range(count)]
 
 
-def write_corpus(directory: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, tuple[Path, Path]]:
+def write_corpus(
+    directory: Path, sizes: dict[str, int], seed: int = 0
+) -> dict[str, tuple[Path, Path]]:
     """Write ``{split}.src`` / ``{split}.tgt`` files (and ``{split}.align`` in Pharaoh form)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -28,7 +28,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     states = [load_checkpoint(p) for p in paths]
     newest = states[-1]
     keys = newest["model"].keys()
-    for path, state in zip(paths, states):
+    for path, state in zip(paths, states, strict=True):
         if state["model"].keys() != keys or state["tokenizer"] != newest["tokenizer"]:
             raise UserError(f"{path} is not from the same model as {paths[-1]}; cannot average.")
     averaged = {}

@@ -17,5 +17,9 @@ def label_smoothed_loss(logits: Tensor, target: Tensor, smoothing: float) -> Ten
     """
     flat_logits = logits.reshape(-1, logits.size(-1)).float()  # (B*T, V), fp32 for a stable sum
     return F.cross_entropy(
-        flat_logits, target.reshape(-1), ignore_index=PAD_ID, label_smoothing=smoothing, reduction="sum"
+        flat_logits,
+        target.reshape(-1),
+        ignore_index=PAD_ID,
+        label_smoothing=smoothing,
+        reduction="sum",
     )

@@ -17,7 +17,9 @@ def inverse_sqrt_factor(step: int, warmup_steps: int) -> float:
     return min(step / warmup, math.sqrt(warmup / step))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig
+) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
     """The per-step schedule (inverse_sqrt, constant) or the per-validation one (plateau)."""
     if cfg.schedule == "inverse_sqrt":
         return torch.optim.lr_scheduler.LambdaLR(

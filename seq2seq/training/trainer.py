@@ -146,7 +146,9 @@ class Trainer:
         if ctx.is_main:  # the SentencePiece model(s) beside the checkpoints, for other tools
             tok.save(run_dir / "checkpoints")
         n_params = sum(p.numel() for p in self.model.parameters())
-        log.info("model: %s, %.2fM parameters, device %s", model_cfg["family"], n_params / 1e6, device)
+        log.info(
+            "model: %s, %.2fM parameters, device %s", model_cfg["family"], n_params / 1e6, device
+        )
         if resume_state is not None:  # last: building the loaders above draws from the RNG
             restore_rng(resume_state["rng"])
 
@@ -159,8 +161,11 @@ class Trainer:
         result: ValidResult | None = None
         stop_reason = ""
         progress = tqdm(
-            total=cfg.max_steps, initial=state.step, disable=not (cfg.progress and self.ctx.is_main),
-            dynamic_ncols=True, desc="train",
+            total=cfg.max_steps,
+            initial=state.step,
+            disable=not (cfg.progress and self.ctx.is_main),
+            dynamic_ncols=True,
+            desc="train",
         )
         window = Window()
         with StopRequested() as stop:
@@ -201,7 +206,9 @@ class Trainer:
         if stop.signal_name is not None and self.ctx.is_main:
             log.warning(
                 "%s received: checkpoint saved at step %d; continue with train.resume=%s",
-                stop.signal_name, state.step, self.run_dir / "checkpoints" / "last.pt",
+                stop.signal_name,
+                state.step,
+                self.run_dir / "checkpoints" / "last.pt",
             )
         return self._summary(result)
 
@@ -233,7 +240,8 @@ class Trainer:
             log.warning(
                 "train.compile=true: the compiled model failed at step %d (%s); continuing "
                 "without compilation (set train.compile=false to skip trying)",
-                self.state.step + 1, f"{type(err).__name__}: {err}".splitlines()[0],
+                self.state.step + 1,
+                f"{type(err).__name__}: {err}".splitlines()[0],
             )
             self.compiled = False
             self.optimizer.zero_grad(set_to_none=True)
@@ -267,7 +275,7 @@ class Trainer:
         for i, batch in enumerate(micro):
             batch = batch.to(self.device, non_blocking=True)
             sync = i == len(micro) - 1 or not self.ctx.enabled
-            with self._autocast(), (contextlib.nullcontext() if sync else self.network.no_sync()):
+            with self._autocast(), contextlib.nullcontext() if sync else self.network.no_sync():
                 logits, _ = self.network(batch.src, batch.src_mask, batch.tgt_in)
                 loss = label_smoothed_loss(logits, batch.tgt_out, self.cfg.train.label_smoothing)
             self.scaler.scale(loss * scale).backward()
@@ -296,7 +304,9 @@ class Trainer:
         stats = window.flush(self.ctx, self.device)
         lr = self.optimizer.param_groups[0]["lr"]
         progress.update(self.state.step - progress.n)
-        progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{stats['tokens_per_sec']:.0f}")
+        progress.set_postfix(
+            loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{stats['tokens_per_sec']:.0f}"
+        )
         if self.writer is None:
             return
         for name, value in stats.items():
@@ -306,7 +316,11 @@ class Trainer:
             return
         log.info(
             "step %d | loss %.3f | lr %.2e | %.0f tgt tok/s | grad norm %.2f",
-            self.state.step, stats["loss"], lr, stats["tokens_per_sec"], stats["grad_norm"],
+            self.state.step,
+            stats["loss"],
+            lr,
+            stats["tokens_per_sec"],
+            stats["grad_norm"],
         )
 
     # ----------------------------------------------------------------------- validation
@@ -318,8 +332,14 @@ class Trainer:
         result, improved = None, False
         if self.ctx.is_main:
             result = validate(
-                self.model, self.valid_batches, self.data.valid, self.data.tokenizer,
-                self.cfg.valid, self.device, self._autocast(), self.align_gold,
+                self.model,
+                self.valid_batches,
+                self.data.valid,
+                self.data.tokenizer,
+                self.cfg.valid,
+                self.device,
+                self._autocast(),
+                self.align_gold,
             )
             improved = result.bleu > state.best_bleu
             if improved:
@@ -329,15 +349,31 @@ class Trainer:
                 state.bad_validations += 1
             self._log_valid(result)
             if self.probes:
-                log_probes(self.model, self.probes, self.data.tokenizer, self.cfg.valid,
-                           self.device, self.writer, state.step)
+                log_probes(
+                    self.model,
+                    self.probes,
+                    self.data.tokenizer,
+                    self.cfg.valid,
+                    self.device,
+                    self.writer,
+                    state.step,
+                )
             if result.alignment is not None and self.align_gold is not None:
-                log_gold_alignments(self.model, self.align_gold, self.data.tokenizer,
-                                    self.cfg.valid.num_probes, result.alignment.layer,
-                                    self.device, self.writer, state.step)
+                log_gold_alignments(
+                    self.model,
+                    self.align_gold,
+                    self.data.tokenizer,
+                    self.cfg.valid.num_probes,
+                    result.alignment.layer,
+                    self.device,
+                    self.writer,
+                    state.step,
+                )
         # Every rank follows rank 0's BLEU so plateau LR and early stopping stay in step.
         bleu = self.ctx.sum(result.bleu if result else 0.0, self.device)
-        state.bad_validations = int(self.ctx.sum(float(state.bad_validations) if result else 0.0, self.device))
+        state.bad_validations = int(
+            self.ctx.sum(float(state.bad_validations) if result else 0.0, self.device)
+        )
         if not self.per_step_schedule:
             self.scheduler.step(bleu)
         if self.ctx.is_main:  # after the schedule update, so a resumed run continues it exactly
@@ -350,7 +386,12 @@ class Trainer:
         bleu, chrf = result.scores["bleu"], result.scores["chrf"]
         log.info(
             "valid step %d | loss %.3f | ppl %.2f | BLEU %.2f | chrF %.2f | best BLEU %.2f",
-            step, result.loss, result.ppl, bleu.score, chrf.score, self.state.best_bleu,
+            step,
+            result.loss,
+            result.ppl,
+            bleu.score,
+            chrf.score,
+            self.state.best_bleu,
         )
         assert self.writer is not None
         self.writer.add_scalar("valid/loss", result.loss, step)
@@ -364,8 +405,12 @@ class Trainer:
     def _summary(self, result: ValidResult | None) -> dict[str, float]:
         summary = {"step": float(self.state.step), "best_bleu": self.state.best_bleu}
         if result is not None:
-            summary.update(valid_loss=result.loss, valid_ppl=result.ppl, valid_bleu=result.bleu,
-                           valid_chrf=result.scores["chrf"].score)
+            summary.update(
+                valid_loss=result.loss,
+                valid_ppl=result.ppl,
+                valid_bleu=result.bleu,
+                valid_chrf=result.scores["chrf"].score,
+            )
             if result.alignment is not None:
                 summary["valid_aer"] = result.alignment.scores["aer"]
             log.info("BLEU signature: %s", result.scores["bleu"].signature)
@@ -440,7 +485,9 @@ class Window:
         self.steps = 0
         self.started = time.monotonic()
 
-    def add(self, loss_sum: torch.Tensor, tgt_tokens: int, src_tokens: Any, grad_norm: torch.Tensor) -> None:
+    def add(
+        self, loss_sum: torch.Tensor, tgt_tokens: int, src_tokens: Any, grad_norm: torch.Tensor
+    ) -> None:
         """Accumulate one step."""
         self.loss = self.loss + loss_sum
         self.grad_norm = self.grad_norm + grad_norm
@@ -456,7 +503,9 @@ class Window:
             "loss": float(self.loss) / max(self.tgt_tokens, 1),
             "grad_norm": float(self.grad_norm) / steps,
             "tokens_per_sec": ctx.sum(self.tgt_tokens / elapsed, device),
-            "src_tgt_tokens_per_sec": ctx.sum((self.tgt_tokens + self.src_tokens) / elapsed, device),
+            "src_tgt_tokens_per_sec": ctx.sum(
+                (self.tgt_tokens + self.src_tokens) / elapsed, device
+            ),
         }
         self._reset()
         return stats
@@ -465,8 +514,11 @@ class Window:
 def fixed_batches(corpus: EncodedCorpus, batch_tokens: int) -> list[Batch]:
     """Validation batches in a fixed order, built once."""
     sampler = TokenBatchSampler(
-        [len(s) for s in corpus.src_ids], [len(t) for t in corpus.tgt_ids],
-        batch_tokens=batch_tokens, shuffle=False, seed=0,
+        [len(s) for s in corpus.src_ids],
+        [len(t) for t in corpus.tgt_ids],
+        batch_tokens=batch_tokens,
+        shuffle=False,
+        seed=0,
     )
     loader = make_loader(ParallelDataset(corpus.src_ids, corpus.tgt_ids), sampler, 0, False)
     return list(loader)
@@ -478,7 +530,7 @@ def make_probes(data: PreparedData, cfg: DictConfig) -> list[Probe]:
     count = min(cfg.valid.num_probes, len(valid.src_ids))
     probes = [Probe(valid.raw.src[i], valid.raw.tgt[i], valid.src_ids[i]) for i in range(count)]
     extra = list(cfg.valid.probe_sentences)
-    for text, ids in zip(extra, data.tokenizer.encode_src(extra)):
+    for text, ids in zip(extra, data.tokenizer.encode_src(extra), strict=True):
         probes.append(Probe(text, None, ids))
     return [p for p in probes if p.src_ids]
 
@@ -516,4 +568,3 @@ def compile_or_warn(model: nn.Module) -> nn.Module:
     except Exception as err:  # noqa: BLE001 - any backend failure means: run eager
         log.warning("train.compile=true failed (%s); training without compilation", err)
         return model
-

@@ -119,7 +119,7 @@ def log_probes(
     """Draw each probe's attention over the model's own translation into TensorBoard."""
     model.eval()
     nbests = decode_corpus(model, [p.src_ids for p in probes], device, decode_options(cfg))
-    for k, (probe, hyps) in enumerate(zip(probes, nbests)):
+    for k, (probe, hyps) in enumerate(zip(probes, nbests, strict=True)):
         hyp = hyps[0].tokens
         src = torch.tensor([probe.src_ids], device=device)  # (1, S)
         tgt_in = torch.tensor([[BOS_ID, *hyp]], device=device)  # (1, T)
@@ -137,7 +137,9 @@ def log_probes(
         if attention.encoder is not None:
             enc = attention.encoder[0, cfg.heatmap_layer].float().mean(0).cpu()  # (S, S)
             figure = attention_figure(enc.numpy(), src_tokens, src_tokens, title=title)
-            writer.add_image(f"encoder_attention/{k}", figure_to_array(figure), step, dataformats="HWC")
+            writer.add_image(
+                f"encoder_attention/{k}", figure_to_array(figure), step, dataformats="HWC"
+            )
         text = f"**source:** {probe.source}  \n**hypothesis:** {tokenizer.decode_tgt(hyp)}"
         if probe.reference is not None:
             text += f"  \n**reference:** {probe.reference}"
@@ -171,7 +173,9 @@ def log_gold_alignments(
         totals = words.sum(axis=1, keepdims=True)  # (T_words, 1)
         words = np.divide(words, totals, out=np.zeros_like(words), where=totals > 0)
         figure = attention_figure(
-            words, gold.src[k].split(), gold.tgt[k].split(),
+            words,
+            gold.src[k].split(),
+            gold.tgt[k].split(),
             title=f"step {step}, layer {layer}: gold sure = squares, possible = dots",
             gold=(gold.sure[k], gold.possible[k]),
         )
@@ -183,7 +187,11 @@ def log_alignment_scores(writer: SummaryWriter, alignment: AlignmentScores, step
     per_layer = " ".join(f"{scores['aer']:.3f}" for scores in alignment.layers)
     log.info(
         "valid step %d | AER %.3f (layer %d; per layer %s) | %d gold sentences, %d skipped",
-        step, alignment.scores["aer"], alignment.layer, per_layer, alignment.sentences,
+        step,
+        alignment.scores["aer"],
+        alignment.layer,
+        per_layer,
+        alignment.sentences,
         alignment.skipped,
     )
     writer.add_scalar("valid/aer", alignment.scores["aer"], step)
