@@ -9,6 +9,7 @@ step), so the same update up to floating-point summation order.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from seq2seq.data.pipeline import prepare_data
 from seq2seq.training.distributed import init_distributed, shutdown_distributed
 from seq2seq.training.trainer import Trainer
 from tests.conftest import compose_config, tiny_overrides
@@ -88,9 +90,11 @@ def ddp_run(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """Two gloo ranks, accum_steps=2, STEPS steps; returns the work directory."""
     work = tmp_path_factory.mktemp("ddp")
     overrides = [*small_run(synthetic_dir, work), "train.accum_steps=2"]
-    # fork: the children reuse this process's imports, which keeps the test quick.
+    # Train and cache the tokenizer here, so the ranks only load it; and spawn, not fork:
+    # SentencePiece's trainer threads crash in a child forked from a threaded parent.
+    prepare_data(compose_config("train", overrides).data, logging.getLogger(__name__))
     mp.start_processes(
-        ddp_worker, args=(2, free_port(), overrides, str(work)), nprocs=2, start_method="fork"
+        ddp_worker, args=(2, free_port(), overrides, str(work)), nprocs=2, start_method="spawn"
     )
     return work
 
