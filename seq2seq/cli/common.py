@@ -9,13 +9,16 @@ from collections.abc import Callable
 from typing import Any
 
 from seq2seq.config import register_configs
-from seq2seq.errors import UserError
+from seq2seq.errors import Interrupted, UserError
 
 CONFIG_PATH = "pkg://seq2seq.configs"
 
 
 def report_user_errors(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a :class:`UserError` as one line and exit with status 2, without a traceback."""
+    """Print a :class:`UserError` as one line and exit with status 2, without a traceback.
+
+    An :class:`Interrupted` run (its resume hint already logged) exits with 128 + the signal number.
+    """
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -25,6 +28,8 @@ def report_user_errors(main: Callable[..., Any]) -> Callable[..., Any]:
             logging.getLogger("seq2seq").debug("user error", exc_info=True)
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        except Interrupted as stop:  # the trainer has logged how to resume
+            sys.exit(128 + stop.signum)
 
     return wrapper
 

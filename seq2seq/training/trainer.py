@@ -24,7 +24,7 @@ from tqdm import tqdm
 from seq2seq.alignment_eval import gold_from_config
 from seq2seq.data.batching import Batch, ParallelDataset, TokenBatchSampler, make_loader
 from seq2seq.data.pipeline import EncodedCorpus, PreparedData, prepare_data
-from seq2seq.errors import UserError
+from seq2seq.errors import Interrupted, UserError
 from seq2seq.models.build import build_model
 from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
@@ -60,7 +60,7 @@ class StopRequested:
     """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint gets written."""
 
     def __init__(self) -> None:
-        self.signal_name: str | None = None
+        self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequested:
@@ -74,7 +74,7 @@ class StopRequested:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.signal_name = signal.Signals(signum).name
+        self.signum = signum
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -203,19 +203,23 @@ class Trainer:
             result = self._validate_and_save()
         if self.writer is not None:
             self.writer.close()
-        if stop.signal_name is not None and self.ctx.is_main:
-            log.warning(
-                "%s received: checkpoint saved at step %d; continue with train.resume=%s",
-                stop.signal_name,
-                state.step,
-                self.run_dir / "checkpoints" / "last.pt",
+        summary = self._summary(result)
+        if stop.signum is not None and self.ctx.is_main:
+            name = signal.Signals(stop.signum).name
+            checkpoint = self.run_dir / "checkpoints" / "last.pt"
+            message = (
+                f"{name} received: checkpoint saved at step {state.step}; "
+                f"continue with train.resume={checkpoint}"
             )
-        return self._summary(result)
+            log.warning(message)
+            raise Interrupted(stop.signum, message)
+        return summary
 
     def _stop_reason(self, stop: StopRequested, minutes: float) -> str:
         cfg, state = self.cfg.train, self.state
-        if self.ctx.any(stop.signal_name is not None, self.device):
-            return f"signal {stop.signal_name or 'on another rank'}"
+        if self.ctx.any(stop.signum is not None, self.device):
+            name = signal.Signals(stop.signum).name if stop.signum is not None else None
+            return f"signal {name or 'on another rank'}"
         if state.step >= cfg.max_steps:
             return f"reached train.max_steps={cfg.max_steps}"
         if cfg.max_minutes is not None and minutes >= cfg.max_minutes:
