@@ -6,9 +6,12 @@ Multi30k-like lengths (``--data generated``) — and times ``--steps`` training 
 ``--warmup`` steps: forward, label-smoothed loss, backward, gradient clipping, Adam step.
 For a Transformer config it also times a plain ``torch.nn.Transformer`` of the same size
 (d_model, heads, layers, ff, vocabulary, with embeddings and output projection, tied the
-same way) on the same batches, as a reference row. Each row runs in a fresh process, so
-its peak RSS is its own. The matmul peak is measured in this run: the best of several
-large matrix products in the row's compute dtype.
+same way) on the same batches, as a reference row: in the same precision, and also in plain
+fp32 when ``--precision bf16`` (the reference the issue's targets name is plain fp32 eager).
+``--compile`` times the seq2seq model under ``torch.compile`` (the reference stays eager).
+Each row runs in a fresh process, so its peak RSS is its own. The matmul peak is measured in
+this run, per precision: the best of several large matrix products in that dtype; each
+row's MFU is against the peak of its own precision.
 
 FLOPs per training step (Transformer, softmax attention; counted on real tokens, so
 padding counts as waste; multiply-add = 2 FLOPs; backward = 2 x forward):
@@ -64,6 +67,7 @@ class Row:
     """One timed model."""
 
     name: str
+    precision: str
     params: int
     steps: int
     seconds: float
@@ -223,6 +227,7 @@ def time_row(job: dict[str, Any]) -> Row:
         model = build_model(model_cfg, job["src_vocab"], job["tgt_vocab"])
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    network = torch.compile(model) if job["compile"] else model
     dtype = DTYPES[job["precision"]]
     autocast = (
         torch.autocast(device.type, dtype=dtype)
@@ -234,7 +239,7 @@ def time_row(job: dict[str, Any]) -> Row:
 
     def step(batch: Batch) -> None:
         with autocast:
-            logits, _ = model(batch.src, batch.src_mask, batch.tgt_in)
+            logits, _ = network(batch.src, batch.src_mask, batch.tgt_in)
             loss = label_smoothed_loss(logits, batch.tgt_out, job["label_smoothing"])
         (loss / batch.num_tgt_tokens).backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -255,6 +260,7 @@ def time_row(job: dict[str, Any]) -> Row:
     is_transformer = model_cfg["family"] == "transformer"
     return Row(
         name=job["name"],
+        precision=job["precision"],
         params=sum(p.numel() for p in model.parameters()),
         steps=len(timed),
         seconds=seconds,
@@ -274,20 +280,21 @@ def in_fresh_process(job: dict[str, Any]) -> Row:
         return pool.apply(time_row, (job,))
 
 
-def markdown(rows: list[Row], peak: float) -> str:
+def markdown(rows: list[Row], peaks: dict[str, float]) -> str:
     """One table: speed, memory and MFU of every row."""
     lines = [
-        "| model | params | tgt tok/s | src+tgt tok/s | ms/step | GFLOP/s | MFU | "
+        "| model | precision | params | tgt tok/s | src+tgt tok/s | ms/step | GFLOP/s | MFU | "
         "peak RSS MiB | peak CUDA MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         achieved = r.flops / r.seconds
-        mfu = f"{100 * achieved / peak:.1f}%" if r.flops else "n/a"
+        mfu = f"{100 * achieved / peaks[r.precision]:.1f}%" if r.flops else "n/a"
         gflops = f"{achieved / 1e9:.1f}" if r.flops else "n/a"
         cuda = f"{r.peak_cuda_mib:.0f}" if r.peak_cuda_mib is not None else "-"
         lines.append(
-            f"| {r.name} | {r.params / 1e6:.2f}M | {r.tgt_tokens / r.seconds:,.0f} | "
+            f"| {r.name} | {r.precision} | {r.params / 1e6:.2f}M | "
+            f"{r.tgt_tokens / r.seconds:,.0f} | "
             f"{(r.tgt_tokens + r.src_tokens) / r.seconds:,.0f} | "
             f"{1000 * r.seconds / r.steps:.1f} | {gflops} | {mfu} | {r.peak_rss_mib:.0f} | {cuda} |"
         )
@@ -312,6 +319,7 @@ def main() -> None:
     )
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--no-reference", action="store_true", help="skip nn.Transformer")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the seq2seq model")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -336,7 +344,7 @@ def main() -> None:
         raise SystemExit(f"only {len(batches)} batches; lower --steps/--warmup")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model_cfg, dict)
-    peak = matmul_peak(device, DTYPES[precision], args.matmul_size)
+    peaks = {p: matmul_peak(device, DTYPES[p], args.matmul_size) for p in {"fp32", precision}}
 
     job = dict(
         model_cfg=model_cfg,
@@ -348,10 +356,14 @@ def main() -> None:
         threads=args.threads,
         warmup=args.warmup,
         label_smoothing=cfg.train.label_smoothing,
+        compile=False,
     )
-    rows = [in_fresh_process({**job, "name": f"seq2seq {model_cfg['family']}", "reference": False})]
+    name = f"seq2seq {model_cfg['family']}" + (" (compiled)" if args.compile else "")
+    rows = [in_fresh_process({**job, "name": name, "reference": False, "compile": args.compile})]
     if model_cfg["family"] == "transformer" and not args.no_reference:
-        rows.append(in_fresh_process({**job, "name": "torch.nn.Transformer", "reference": True}))
+        for ref_precision in dict.fromkeys([precision, "fp32"]):
+            reference = {**job, "precision": ref_precision, "reference": True}
+            rows.append(in_fresh_process({**reference, "name": "torch.nn.Transformer"}))
 
     tokens = sum(b.num_tgt_tokens for b in batches[args.warmup :])
     print(
@@ -360,12 +372,15 @@ def main() -> None:
         f"{precision}; {args.data} batches: {args.steps} timed after {args.warmup} warm-up, "
         f"{tokens / args.steps:.0f} target tokens/step (data.batch_tokens="
         f"{cfg.data.batch_tokens}); vocab {tgt_vocab}; matmul peak "
-        f"{peak / 1e9:.1f} GFLOP/s ({precision}, {args.matmul_size}^3)\n"
+        + ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in sorted(peaks.items()))
+        + f" ({args.matmul_size}^3)\n"
     )
-    print(markdown(rows, peak))
-    if len(rows) == 2:
-        speed = (rows[0].tgt_tokens / rows[0].seconds) / (rows[1].tgt_tokens / rows[1].seconds)
-        print(f"\nseq2seq / torch.nn.Transformer tokens/s: {speed:.2f}x")
+    print(markdown(rows, peaks))
+    ours = rows[0].tgt_tokens / rows[0].seconds
+    for ref in rows[1:]:
+        speed = ours / (ref.tgt_tokens / ref.seconds)
+        label = f"{rows[0].name} ({precision}) / torch.nn.Transformer ({ref.precision})"
+        print(f"\n{label}: {speed:.2f}x tokens/s")
 
 
 if __name__ == "__main__":
