@@ -64,7 +64,7 @@ def greedy_without_cache(
 ) -> list[Hypothesis]:
     """Greedy search like :func:`seq2seq.decoding.greedy_search`, but with no decoder cache."""
     batch = src.size(0)
-    limits = max_lengths(src_mask, max_len_a, max_len_b)
+    limits = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)
     limit = torch.tensor(limits, device=src.device)  # (B,)
     memory = model.encode(src, src_mask)
     prefix = torch.full((batch, 1), BOS_ID, dtype=torch.long, device=src.device)  # (B, 1)

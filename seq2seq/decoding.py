@@ -38,9 +38,19 @@ class Hypothesis:
     attention: Tensor | None  # (L, H, T, S_real) on CPU, T = len(tokens) + 1 (EOS step included)
 
 
-def max_lengths(src_mask: Tensor, max_len_a: float, max_len_b: int) -> list[int]:
-    """Most target tokens (EOS excluded) per sentence: floor(a * real source length + b)."""
-    return [max(0, math.floor(max_len_a * n + max_len_b)) for n in src_mask.sum(dim=1).tolist()]
+def max_lengths(
+    src_mask: Tensor, max_len_a: float, max_len_b: int, max_positions: int | None = None
+) -> list[int]:
+    """Most target tokens (EOS excluded) per sentence: floor(a * real source length + b).
+
+    With ``max_positions`` (the model's limit) the decoder's input, BOS and the tokens before
+    the final EOS, never outgrows it.
+    """
+    cap = math.inf if max_positions is None else max_positions - 1
+    return [
+        int(max(0, min(cap, math.floor(max_len_a * n + max_len_b))))
+        for n in src_mask.sum(dim=1).tolist()
+    ]
 
 
 def _length_penalty(num_tokens: int, alpha: float) -> float:
@@ -73,7 +83,7 @@ def greedy_search(
 ) -> list[Hypothesis]:
     """The most probable next token at every step, per sentence, until EOS or the length cap."""
     batch = src.size(0)
-    limits = max_lengths(src_mask, max_len_a, max_len_b)
+    limits = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)
     limit = torch.tensor(limits, device=src.device)  # (B,)
     memory = model.encode(src, src_mask)
     state = model.init_state(memory, src_mask)
@@ -138,7 +148,7 @@ def beam_search(
         raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
     k = beam_size
     device = src.device
-    limits = max_lengths(src_mask, max_len_a, max_len_b)
+    limits = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)
     # The longest any hypothesis of a sentence can get (its tokens plus EOS) fixes the best
     # length penalty still reachable, used by the stopping rule below.
     limit_penalty = [_length_penalty(n + 1, length_penalty) for n in limits]

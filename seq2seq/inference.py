@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from seq2seq.decoding import Hypothesis, beam_search, translate_batch
 from seq2seq.models.base import PAD_ID
 from seq2seq.models.build import build_model
 from seq2seq.training.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,7 +77,22 @@ def length_sorted_chunks(lengths: list[int], batch_size: int) -> Iterator[list[i
 def decode_corpus(
     model: nn.Module, sources: list[list[int]], device: torch.device, opts: DecodeOptions
 ) -> list[list[Hypothesis]]:
-    """N-best hypotheses for every source (token ids, no BOS/EOS), in input order."""
+    """N-best hypotheses for every source (token ids, no BOS/EOS), in input order.
+
+    A source longer than the model's ``max_positions`` is cut to that length, with a warning.
+    """
+    limit = model.max_positions
+    if limit is not None and any(len(s) > limit for s in sources):
+        for i in (i for i, s in enumerate(sources) if len(s) > limit):
+            log.warning(
+                "sentence %d has %d subwords, more than the model's max_positions=%d; "
+                "translating its first %d",
+                i + 1,
+                len(sources[i]),
+                limit,
+                limit,
+            )
+        sources = [s[:limit] for s in sources]
     # An empty source has nothing to attend to: it translates to an empty line.
     results = [[Hypothesis(tokens=[], score=0.0, attention=None)] for _ in sources]
     nonempty = [i for i, s in enumerate(sources) if s]

@@ -31,6 +31,8 @@ class ToyModel(nn.Module):
     EOS grows likelier as the output outgrows the source, so hypotheses end at varied lengths.
     """
 
+    max_positions = None  # no limit on lengths
+
     def __init__(self, tgt_vocab: int, dim: int, sharpness: float, eos_slope: float) -> None:
         super().__init__()
         self.src_embed = nn.Embedding(V_SRC, dim)
@@ -77,6 +79,8 @@ class ToyModel(nn.Module):
 
 class ScriptedModel(nn.Module):
     """Next-token log-probs read from a table indexed by (step, previous token)."""
+
+    max_positions = None  # no limit on lengths
 
     def __init__(self, table: Tensor) -> None:
         super().__init__()

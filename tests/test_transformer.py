@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seq2seq.config import TransformerConfig
+from seq2seq.inference import DecodeOptions, decode_corpus
 from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID, select_batch
 from seq2seq.models.transformer import TransformerSeq2Seq, TransformerState
 
@@ -163,6 +164,21 @@ def test_embedding_tying() -> None:
     assert separate.tgt_embed.weight is separate.out_proj.weight
     assert separate.src_embed.weight is not separate.tgt_embed.weight
     assert separate.src_embed.weight.shape == (V + 5, 32)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_sources_longer_than_the_positions_are_cut_with_a_warning(
+    beam_size: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = make_model()  # max_positions=32
+    sources = [[5] * 50, [6, 7, 8]]
+    opts = DecodeOptions(beam_size=beam_size, max_len_a=2.0, max_len_b=10)
+    with caplog.at_level("WARNING"):
+        hyps = decode_corpus(model, sources, torch.device("cpu"), opts)
+    assert "sentence 1 has 50 subwords, more than the model's max_positions=32" in caplog.text
+    assert "sentence 2" not in caplog.text
+    # BOS + every token before the final EOS fits the 32 positions
+    assert all(len(h[0].tokens) <= 31 for h in hyps)
 
 
 def test_rejects_unknown_options() -> None:

@@ -31,6 +31,10 @@ class Attention:
 class Seq2SeqModel(Protocol):
     """What training, search and alignment code may call on a model."""
 
+    # The longest source, and the longest BOS + target prefix, the model can take (a
+    # Transformer's table of positions); None: no limit (an RNN).
+    max_positions: int | None
+
     def encode(self, src: Tensor, src_mask: Tensor) -> Memory:
         """Encode ``src`` (B, S) with ``src_mask`` (B, S), True on real tokens."""
         ...

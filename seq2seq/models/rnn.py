@@ -58,6 +58,8 @@ class RNNSeq2Seq(nn.Module):
     W_c maps [s_t ; c_t] to ``emb_dim``; otherwise it maps to ``hidden_size``.
     """
 
+    max_positions: int | None = None  # recurrence has no table of positions
+
     def __init__(
         self,
         src_vocab: int,
