@@ -323,7 +323,9 @@ def start_training(args: list[str], cwd: Path) -> subprocess.Popen:
     return process
 
 
-def wait_until(ready: Callable[[], bool], process: subprocess.Popen, timeout: float = 180.0) -> None:
+def wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen, timeout: float = 180.0
+) -> None:
     """Block until ``ready()`` holds, failing if the process ends or time runs out first."""
     deadline = time.monotonic() + timeout
     while not ready():
