@@ -81,40 +81,56 @@ def greedy_search(
     max_len_b: int,
     need_weights: bool = False,
 ) -> list[Hypothesis]:
-    """The most probable next token at every step, per sentence, until EOS or the length cap."""
-    batch = src.size(0)
+    """The most probable next token at every step, per sentence, until EOS or the length cap.
+
+    Every ``GREEDY_SYNC_EVERY`` steps the sentences that have ended leave the batch, so the
+    steps after a sentence's EOS cost (almost) nothing.
+    """
+    batch, device = src.size(0), src.device
     limits = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)
-    limit = torch.tensor(limits, device=src.device)  # (B,)
+    steps = max(limits) + 1
+    limit = torch.tensor(limits, device=device)  # (n,) for the n sentences still decoding
     memory = model.encode(src, src_mask)
     state = model.init_state(memory, src_mask)
-    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)  # (B,)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)  # (B,)
-    scores = torch.zeros(batch, device=src.device)  # (B,)
-    step_tokens: list[Tensor] = []
-    step_attention: list[Tensor] = []
-    for t in range(max(limits) + 1):
+    rows = torch.arange(batch, device=device)  # (n,) each active row's sentence
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)  # (n,)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)  # (n,)
+    out_tokens = torch.full((batch, steps), PAD_ID, dtype=torch.long, device=device)  # (B, T)
+    out_scores = torch.zeros(batch, device=device)  # (B,)
+    out_attention: Tensor | None = None  # (B, L, H, T, S)
+    host_mask = src_mask.cpu()  # (B, S) before any sentence leaves the batch
+    for t in range(steps):
         logits, state, attention = model.decode_step(memory, src_mask, prev, state, need_weights)
-        best, tokens = _log_probs(logits, limit <= t).max(dim=-1)  # (B,), (B,)
-        scores += best.masked_fill(finished, 0.0)
+        best, tokens = _log_probs(logits, limit <= t).max(dim=-1)  # (n,), (n,)
+        out_scores.index_add_(0, rows, best.masked_fill(finished, 0.0))
         tokens = tokens.masked_fill(finished, PAD_ID)
-        step_tokens.append(tokens)
+        out_tokens[:, t].index_copy_(0, rows, tokens)
         if need_weights:
-            step_attention.append(attention)  # (B, L, H, S)
+            if out_attention is None:
+                layers, heads, length = attention.shape[1:]
+                out_attention = attention.new_zeros(batch, layers, heads, steps, length)
+            out_attention[:, :, :, t].index_copy_(0, rows, attention)  # (n, L, H, S)
         finished |= tokens == EOS_ID
         prev = tokens
-        if t % GREEDY_SYNC_EVERY == GREEDY_SYNC_EVERY - 1 and bool(finished.all()):
-            break
+        if t % GREEDY_SYNC_EVERY == GREEDY_SYNC_EVERY - 1:
+            keep = (~finished).nonzero().squeeze(1)  # (n',) one host sync
+            if keep.numel() == 0:
+                break
+            if keep.numel() < rows.numel():
+                memory, state = select_batch(memory, keep), select_batch(state, keep)
+                rows, prev, finished, limit, src_mask = (
+                    x.index_select(0, keep) for x in (rows, prev, finished, limit, src_mask)
+                )
 
-    all_tokens = torch.stack(step_tokens, dim=1).tolist()  # (B, T)
-    all_scores = scores.tolist()
-    weights = torch.stack(step_attention, dim=3).float().cpu() if need_weights else None
-    mask = src_mask.cpu()
+    all_tokens = out_tokens.tolist()  # (B, T)
+    all_scores = out_scores.tolist()
+    weights = out_attention.float().cpu() if out_attention is not None else None
     hyps = []
     for b in range(batch):
         length = all_tokens[b].index(EOS_ID)  # the forced EOS at the limit guarantees one
         attention = None
         if weights is not None:
-            attention = _real_source(weights[b, :, :, : length + 1], mask[b])  # (L, H, T, S_real)
+            attention = _real_source(weights[b, :, :, : length + 1], host_mask[b])
         hyps.append(Hypothesis(all_tokens[b][:length], all_scores[b], attention))
     return hyps
 

@@ -145,8 +145,9 @@ def test_select_batch_reorders_memory_and_state():
                 tgt_in[swap, 1],
                 select_batch(state, swap),
             )
-        torch.testing.assert_close(swapped_logits, logits[swap], atol=0, rtol=0)
-        torch.testing.assert_close(swapped_cross, cross[swap], atol=0, rtol=0)
+        # not bit-exact: a matrix product may round a row differently at another position
+        torch.testing.assert_close(swapped_logits, logits[swap], atol=1e-6, rtol=0)
+        torch.testing.assert_close(swapped_cross, cross[swap], atol=1e-6, rtol=0)
 
 
 def test_embedding_tying_and_bad_options():
