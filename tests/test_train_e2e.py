@@ -112,6 +112,19 @@ def test_resume_continues_from_the_saved_step(trained, synthetic_dir: Path, tmp_
     assert min(e.step for e in events.Scalars("train/loss")) > 300
 
 
+def test_resuming_a_finished_run_trains_no_further(
+    trained, synthetic_dir: Path, tmp_path: Path
+) -> None:
+    # e.g. killed after saving its last step: the resumed run must not take one more
+    family, cfg, run_dir, _ = trained
+    last = run_dir / "checkpoints" / "last.pt"
+    resumed_cfg = compose_config(
+        "train", [*tiny_overrides(synthetic_dir, tmp_path, family), f"train.resume={last}"]
+    )
+    metrics = train(resumed_cfg, tmp_path / "resumed")
+    assert metrics["step"] == cfg.train.max_steps
+
+
 def test_translate_keeps_every_line(trained, tmp_path: Path) -> None:
     _, _, run_dir, _ = trained
     source = "the red car sees a dog\n\nevery child likes this big tree\n\n"

@@ -159,7 +159,6 @@ class Trainer:
         cfg, state = self.cfg.train, self.state
         started = time.monotonic()
         result: ValidResult | None = None
-        stop_reason = ""
         progress = tqdm(
             total=cfg.max_steps,
             initial=state.step,
@@ -169,6 +168,8 @@ class Trainer:
         )
         window = Window()
         with StopRequested() as stop:
+            # a resumed run may already be done: killed after its last step was saved
+            stop_reason = self._stop_reason(stop, 0.0)
             while not stop_reason:
                 if state.epoch >= cfg.max_epochs:
                     stop_reason = f"reached train.max_epochs={cfg.max_epochs}"
