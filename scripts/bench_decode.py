@@ -35,6 +35,7 @@ from seq2seq.evaluation import corpus_scores
 from seq2seq.inference import (
     DecodeOptions,
     Translator,
+    clip_sources,
     decode_corpus,
     length_sorted_chunks,
     pad_batch,
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit:
         corpus = ParallelCorpus(corpus.src[: args.limit], corpus.tgt[: args.limit])
     model = translator.model
-    sources = translator.tokenizer.encode_src(corpus.src)
+    sources = clip_sources(translator.model, translator.tokenizer.encode_src(corpus.src))
     base = DecodeOptions(
         length_penalty=args.length_penalty,
         max_len_a=args.max_len_a,

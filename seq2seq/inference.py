@@ -67,6 +67,23 @@ def pad_batch(
     return src, src != PAD_ID
 
 
+def clip_sources(model: nn.Module, sources: list[list[int]]) -> list[list[int]]:
+    """``sources`` cut to the model's ``max_positions``, warning about each one cut."""
+    limit = model.max_positions
+    if limit is None or all(len(s) <= limit for s in sources):
+        return sources
+    for i in (i for i, s in enumerate(sources) if len(s) > limit):
+        log.warning(
+            "sentence %d has %d subwords, more than the model's max_positions=%d; "
+            "translating its first %d",
+            i + 1,
+            len(sources[i]),
+            limit,
+            limit,
+        )
+    return [s[:limit] for s in sources]
+
+
 def length_sorted_chunks(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
     """Indices in chunks of similar length, so padding is small; order restored by caller."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
@@ -79,20 +96,10 @@ def decode_corpus(
 ) -> list[list[Hypothesis]]:
     """N-best hypotheses for every source (token ids, no BOS/EOS), in input order.
 
-    A source longer than the model's ``max_positions`` is cut to that length, with a warning.
+    Sources are cut to the model's ``max_positions`` (:func:`clip_sources`); callers that
+    label attention with the source tokens should clip first, so the labels match.
     """
-    limit = model.max_positions
-    if limit is not None and any(len(s) > limit for s in sources):
-        for i in (i for i, s in enumerate(sources) if len(s) > limit):
-            log.warning(
-                "sentence %d has %d subwords, more than the model's max_positions=%d; "
-                "translating its first %d",
-                i + 1,
-                len(sources[i]),
-                limit,
-                limit,
-            )
-        sources = [s[:limit] for s in sources]
+    sources = clip_sources(model, sources)
     # An empty source has nothing to attend to: it translates to an empty line.
     results = [[Hypothesis(tokens=[], score=0.0, attention=None)] for _ in sources]
     nonempty = [i for i, s in enumerate(sources) if s]

@@ -175,3 +175,27 @@ def test_user_error_is_one_line_and_exit_2(
     assert "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and named in line
+
+
+def test_a_source_over_the_positions_is_cut_and_its_alignment_still_drawn(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
+    overrides = [
+        *tiny_overrides(synthetic_dir, tmp_path, "transformer"),
+        "model.max_positions=12",
+        "data.max_tokens=11",  # training pairs fit the positions (BOS + 11 target tokens)
+        "train.max_steps=10",
+        "train.valid_every=10",
+    ]
+    train(compose_config("train", overrides), tmp_path / "run")
+    long_line = " ".join(["the red car sees a dog"] * 4)  # far over 12 subwords
+    args = [
+        f"checkpoint={tmp_path / 'run'}",
+        "show_alignment=true",
+        "alignment_format=pharaoh",
+        f"alignment_dir={tmp_path / 'maps'}",
+    ]
+    result = translate(args, tmp_path, text([long_line, "a dog"]))
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "sentence 1 has" in result.stderr and "max_positions=12" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["00000.png", "00001.png"]

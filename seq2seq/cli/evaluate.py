@@ -22,7 +22,7 @@ from seq2seq.config import DataConfig
 from seq2seq.data.corpora import ParallelCorpus, load_split, read_parallel
 from seq2seq.errors import UserError
 from seq2seq.evaluation import corpus_scores, scores_to_dict
-from seq2seq.inference import DecodeOptions, Translator, decode_corpus
+from seq2seq.inference import DecodeOptions, Translator, clip_sources, decode_corpus
 from seq2seq.training.averaging import average_checkpoints, last_step_checkpoints
 from seq2seq.training.distributed import resolve_device
 
@@ -64,7 +64,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
     for name, corpus in test_sets(cfg, translator).items():
-        sources = tokenizer.encode_src(corpus.src)
+        sources = clip_sources(translator.model, tokenizer.encode_src(corpus.src))
         nbests = decode_corpus(translator.model, sources, device, opts)
         hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
         (out_dir / f"{name}.hyp.txt").write_text(

@@ -18,7 +18,7 @@ from seq2seq.cli.common import CONFIG_PATH, report_user_errors
 from seq2seq.decoding import Hypothesis
 from seq2seq.errors import UserError
 from seq2seq.heatmaps import attention_figure, save_figure
-from seq2seq.inference import DecodeOptions, Translator, decode_corpus
+from seq2seq.inference import DecodeOptions, Translator, clip_sources, decode_corpus
 from seq2seq.training.distributed import resolve_device
 
 CHUNK_LINES = 256  # lines decoded together when reading a file or a pipe
@@ -55,6 +55,7 @@ class LineTranslator:
     def translate(self, lines: list[str]) -> list[str]:
         """One output block per input line (an empty line gives an empty line)."""
         sources = self.tokenizer.encode_src([line.strip() for line in lines])
+        sources = clip_sources(self.translator.model, sources)  # so labels match attention
         nbests = decode_corpus(self.translator.model, sources, self.device, self.opts)
         return [self._format(src, hyps) for src, hyps in zip(sources, nbests, strict=True)]
 

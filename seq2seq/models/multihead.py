@@ -47,7 +47,8 @@ class KVCache(NamedTuple):
 
     The buffers have room for ``capacity >= length`` positions and double when full, so a
     step writes one position in place instead of copying the whole prefix (which made the
-    cache's concatenation a third of greedy decoding time at batch 150).
+    cache's concatenation a third of greedy decoding time at batch 150). So a cache may be
+    stepped once: to branch (as beam search does), copy it with ``select_batch`` first.
     """
 
     keys: Tensor  # (B, H, capacity, d_h); positions >= length are unused
@@ -194,10 +195,10 @@ class MultiHeadAttention(nn.Module):
     ) -> Tensor:
         """The fused kernel; (B, H, Tq, d_h).
 
-        A single query (a decoding step) takes the written-out math instead: on CPU it is
-        1.7-3.4x faster than the fused kernel there (B 64-150, 4 heads, 20-40 keys, measured).
+        A single query (a decoding step) on CPU takes the written-out math instead: it is
+        1.7-3.4x faster than the fused CPU kernel there (B 64-150, 4 heads, 20-40 keys).
         """
-        if q.size(2) == 1 and not causal:
+        if q.size(2) == 1 and not causal and q.device.type == "cpu":
             mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Tk)
             dropout_p = self.dropout_p if self.training else 0.0
             return scaled_dot_product(q, k, v, mask, dropout_p)[0]

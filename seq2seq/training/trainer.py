@@ -138,7 +138,9 @@ class Trainer:
             num_workers=cfg.data.num_workers,
             pin_memory=device.type == "cuda",
         )
-        self.valid_batches = fixed_batches(self.data.valid, cfg.data.batch_tokens)
+        self.valid_batches = fixed_batches(
+            fitting(self.data.valid, self.model.max_positions), cfg.data.batch_tokens
+        )
         self.probes = make_probes(self.data, cfg)
         self.align_gold = gold_from_config(cfg.valid, tok)  # None unless valid.align_gold is set
         self.keeper = CheckpointKeeper(run_dir / "checkpoints", cfg.train.keep_last)
@@ -205,15 +207,16 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         summary = self._summary(result)
-        if stop.signum is not None and self.ctx.is_main:
-            name = signal.Signals(stop.signum).name
+        if stop_reason.startswith("signal"):  # every rank, so every rank's exit status says so
+            signum = stop.signum or signal.SIGTERM  # a signal that reached another rank only
             checkpoint = self.run_dir / "checkpoints" / "last.pt"
             message = (
-                f"{name} received: checkpoint saved at step {state.step}; "
-                f"continue with train.resume={checkpoint}"
+                f"{signal.Signals(signum).name} received: checkpoint saved at step "
+                f"{state.step}; continue with train.resume={checkpoint}"
             )
-            log.warning(message)
-            raise Interrupted(stop.signum, message)
+            if self.ctx.is_main:
+                log.warning(message)
+            raise Interrupted(signum, message)
         return summary
 
     def _stop_reason(self, stop: StopRequested, minutes: float) -> str:
@@ -514,6 +517,25 @@ class Window:
         }
         self._reset()
         return stats
+
+
+def fitting(corpus: EncodedCorpus, max_positions: int | None) -> EncodedCorpus:
+    """The pairs whose source, and BOS + target, fit the model's positions (for the loss)."""
+    if max_positions is None:
+        return corpus
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(corpus.src_ids, corpus.tgt_ids, strict=True))
+        if len(s) <= max_positions and len(t) < max_positions
+    ]
+    if len(keep) < len(corpus):
+        log.warning(
+            "%d validation pairs are longer than model.max_positions=%d: left out of the "
+            "validation loss; their sources are cut for BLEU",
+            len(corpus) - len(keep),
+            max_positions,
+        )
+    return corpus.select(keep)
 
 
 def fixed_batches(corpus: EncodedCorpus, batch_tokens: int) -> list[Batch]:

@@ -26,7 +26,7 @@ from seq2seq.data.pipeline import EncodedCorpus
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import Score, corpus_scores
 from seq2seq.heatmaps import attention_figure, figure_to_array, head_grid_figure
-from seq2seq.inference import DecodeOptions, decode_corpus
+from seq2seq.inference import DecodeOptions, clip_sources, decode_corpus
 from seq2seq.models.base import BOS_ID, PAD_ID
 from seq2seq.training.loss import label_smoothed_loss
 
@@ -118,13 +118,14 @@ def log_probes(
 ) -> None:
     """Draw each probe's attention over the model's own translation into TensorBoard."""
     model.eval()
-    nbests = decode_corpus(model, [p.src_ids for p in probes], device, decode_options(cfg))
-    for k, (probe, hyps) in enumerate(zip(probes, nbests, strict=True)):
+    sources = clip_sources(model, [p.src_ids for p in probes])
+    nbests = decode_corpus(model, sources, device, decode_options(cfg))
+    for k, (probe, src_ids, hyps) in enumerate(zip(probes, sources, nbests, strict=True)):
         hyp = hyps[0].tokens
-        src = torch.tensor([probe.src_ids], device=device)  # (1, S)
+        src = torch.tensor([src_ids], device=device)  # (1, S)
         tgt_in = torch.tensor([[BOS_ID, *hyp]], device=device)  # (1, T)
         _, attention = model(src, src != PAD_ID, tgt_in, need_weights=True)
-        src_tokens = tokenizer.src_pieces(probe.src_ids)
+        src_tokens = tokenizer.src_pieces(src_ids)
         tgt_tokens = [*tokenizer.tgt_pieces(hyp), "</s>"]
         cross = attention.cross[0].float().cpu()  # (L, H, T, S)
         layer = cross[cfg.heatmap_layer]  # (H, T, S)
