@@ -133,6 +133,7 @@ class TrainConfig:
     patience: int = 10  # validations without BLEU improvement before early stopping
     keep_last: int = 3
     resume: str | None = None  # a checkpoint path, or "auto" for this run dir's last.pt
+    overwrite: bool = False  # replace the checkpoints of an earlier run in this run dir
     max_nonfinite: int = 5  # consecutive skipped non-finite steps before giving up
     threads: int | None = None  # torch intra-op threads on CPU (default: torch's choice)
     progress: bool = True

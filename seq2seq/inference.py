@@ -13,9 +13,10 @@ from torch import nn
 
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis, beam_search, translate_batch
+from seq2seq.errors import UserError
 from seq2seq.models.base import PAD_ID
 from seq2seq.models.build import build_model
-from seq2seq.training.checkpoint import load_checkpoint
+from seq2seq.training.checkpoint import first_line, load_checkpoint, resolve_checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,28 @@ class Translator:
     def from_checkpoint(cls, path: str | Path, device: torch.device) -> Translator:
         """Rebuild model and tokenizer from a checkpoint alone (no training config needed)."""
         state = load_checkpoint(path)
-        tokenizer = Tokenizer.from_state(state["tokenizer"])
-        model = build_model(
-            state["model_config"], tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
-        )
-        model.load_state_dict(state["model"])
+        where = resolve_checkpoint_path(path)
+        try:
+            tokenizer = Tokenizer.from_state(state["tokenizer"])
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
+        family = state["model_config"].get("family")
+        try:
+            model = build_model(
+                state["model_config"], tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
+            )
+        except (KeyError, TypeError, ValueError, UserError) as err:
+            raise UserError(
+                f"{where}: its model config cannot build a model ({type(err).__name__}: {err}); "
+                f"use a checkpoint written by seq2seq-train."
+            ) from None
+        try:
+            model.load_state_dict(state["model"])
+        except (RuntimeError, TypeError, AttributeError) as err:
+            raise UserError(
+                f"{where}: its weights do not fit its {family} model config (the weights are of "
+                f"another model: {first_line(err)}); use a checkpoint written by seq2seq-train."
+            ) from None
         model.to(device).eval()
         return cls(model, tokenizer, state, device)
 

@@ -17,12 +17,14 @@ from seq2seq.alignment_eval import (
     gold_from_config,
     hypothesis_alignments,
 )
-from seq2seq.cli.common import CONFIG_PATH, report_user_errors
-from seq2seq.config import DataConfig
-from seq2seq.data.corpora import ParallelCorpus, load_split, read_parallel
+from seq2seq.cli.common import CONFIG_PATH, report_user_errors, run_command
+from seq2seq.config import DataConfig, EvaluateAppConfig
+from seq2seq.config_checks import check_config, layer_problems, raise_problems
+from seq2seq.data.corpora import SPLIT_ALIASES, ParallelCorpus, load_split, read_parallel
 from seq2seq.errors import UserError
 from seq2seq.evaluation import corpus_scores, scores_to_dict
 from seq2seq.inference import DecodeOptions, Translator, clip_sources, decode_corpus
+from seq2seq.textio import check_output, write_text
 from seq2seq.training.averaging import average_checkpoints, last_step_checkpoints
 from seq2seq.training.distributed import resolve_device
 
@@ -42,19 +44,33 @@ def test_sets(cfg: DictConfig, translator: Translator) -> dict[str, ParallelCorp
     if data.root is not None:
         trained.root = data.root
     splits = list(data.splits) or ([data.split] if data.split else list(trained.test_splits))
+    for split in splits:
+        if trained.name == "files" and not has_files(trained, split):
+            raise UserError(
+                f"The checkpoint was trained with data=files and no {split} split files; score "
+                f"your own files with data.src_file=... data.ref_file=..."
+            )
     return {split: load_split(trained, split) for split in splits}
+
+
+def has_files(data: DataConfig, split: str) -> bool:
+    """Whether a ``data=files`` config names files for ``split``."""
+    prefix = SPLIT_ALIASES.get(split, split)
+    return any(data.get(f"{prefix}_{kind}") for kind in ("src", "tgt", "tsv"))
 
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
     """Decode every test set, write hypotheses and a metrics JSON, return the metrics."""
-    device = resolve_device(cfg.device)
+    check_config(cfg, EvaluateAppConfig)
+    device = resolve_device(cfg.device, setting="device")
     translator = Translator.from_checkpoint(cfg.checkpoint, device)
     if cfg.average_last > 1:
         paths = last_step_checkpoints(cfg.checkpoint, cfg.average_last)
         translator.model.load_state_dict(average_checkpoints(paths)["model"])
         log.info("averaged the weights of %s", ", ".join(p.name for p in paths))
-    if cfg.alignment_format not in (None, "pharaoh"):
-        raise UserError(f"alignment_format={cfg.alignment_format!r}: use pharaoh or leave it out.")
+    if cfg.alignment_format is not None:
+        model_config = translator.checkpoint["model_config"]
+        raise_problems(layer_problems(cfg.alignment_layer, "alignment_layer", model_config))
     opts = DecodeOptions(
         **OmegaConf.to_container(cfg.decode),  # type: ignore[arg-type]
         need_weights=cfg.alignment_format is not None,
@@ -62,18 +78,19 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
     tokenizer = translator.tokenizer
     gold = gold_from_config(cfg, tokenizer, prefix="")  # checked before the long decoding
     out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = [p for p in (cfg.data.src_file, cfg.data.ref_file) if p]
     results: dict[str, dict] = {}
     for name, corpus in test_sets(cfg, translator).items():
+        for suffix in (".hyp.txt", ".align"):
+            check_output("hypotheses", out_dir / f"{name}{suffix}", inputs)
         sources = clip_sources(translator.model, tokenizer.encode_src(corpus.src))
         nbests = decode_corpus(translator.model, sources, device, opts)
         hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
-        (out_dir / f"{name}.hyp.txt").write_text(
-            "".join(h + "\n" for h in hypotheses), encoding="utf-8"
-        )
+        write_text("hypotheses", out_dir / f"{name}.hyp.txt", "".join(h + "\n" for h in hypotheses))
         if cfg.alignment_format == "pharaoh":  # line i: links between source i and hypothesis i
             links = hypothesis_alignments(sources, nbests, tokenizer, cfg.alignment_layer)
             text = "".join(line + "\n" for line in links)
-            (out_dir / f"{name}.align").write_text(text, encoding="utf-8")
+            write_text("alignments", out_dir / f"{name}.align", text)
         scores = corpus_scores(hypotheses, corpus.tgt)
         results[name] = {"sentences": len(hypotheses), **scores_to_dict(scores)}
         for score in scores.values():
@@ -86,7 +103,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
     }
     if gold is not None:
         summary["alignment"] = alignment_summary(translator, gold, device)
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    write_text("metrics", out_dir / "metrics.json", json.dumps(summary, indent=2))
     print(f"hypotheses and metrics.json written to {out_dir}")
     return results
 
@@ -110,9 +127,14 @@ def alignment_summary(translator: Translator, gold: GoldSet, device: torch.devic
 
 @hydra.main(config_path=CONFIG_PATH, config_name="evaluate", version_base="1.3")
 @report_user_errors
-def main(cfg: DictConfig) -> None:
-    """Entry point of ``seq2seq-evaluate``."""
+def hydra_main(cfg: DictConfig) -> None:
+    """Evaluate into the Hydra run directory."""
     evaluate(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def main() -> None:
+    """Entry point of ``seq2seq-evaluate``."""
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

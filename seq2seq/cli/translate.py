@@ -7,18 +7,21 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.alignment import hard_alignment, strip_specials, subword_to_word, to_pharaoh
-from seq2seq.cli.common import CONFIG_PATH, report_user_errors
+from seq2seq.cli.common import CONFIG_PATH, report_user_errors, run_command
+from seq2seq.config import TranslateAppConfig
+from seq2seq.config_checks import check_config, layer_problems, raise_problems
 from seq2seq.decoding import Hypothesis
 from seq2seq.errors import UserError
 from seq2seq.heatmaps import attention_figure, save_figure
 from seq2seq.inference import DecodeOptions, Translator, clip_sources, decode_corpus
+from seq2seq.textio import atomic_output, check_output, open_lines
 from seq2seq.training.distributed import resolve_device
 
 CHUNK_LINES = 256  # lines decoded together when reading a file or a pipe
@@ -36,14 +39,13 @@ class LineTranslator:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, setting="device")
         self.translator = Translator.from_checkpoint(cfg.checkpoint, self.device)
         self.tokenizer = self.translator.tokenizer
         wants_attention = cfg.show_alignment or cfg.alignment_dir or cfg.alignment_format
-        if cfg.alignment_format not in (None, "pharaoh"):
-            raise UserError(
-                f"alignment_format={cfg.alignment_format!r}: use pharaoh or leave it unset."
-            )
+        if wants_attention:
+            model_config = self.translator.checkpoint["model_config"]
+            raise_problems(layer_problems(cfg.heatmap_layer, "heatmap_layer", model_config))
         self.opts = DecodeOptions(
             **OmegaConf.to_container(cfg.decode),  # type: ignore[arg-type]
             need_weights=bool(wants_attention),
@@ -95,49 +97,44 @@ def alignment_view(matrix: np.ndarray, src_pieces: list[str], tgt_pieces: list[s
     return "\n".join(rows)
 
 
-def run(cfg: DictConfig, stdin: TextIO, stdout: TextIO) -> None:
-    """Translate ``cfg.input`` into ``cfg.output``; interactive when stdin is a terminal."""
-    translator = LineTranslator(cfg)
-    with ExitStack() as stack:
-        source = stdin if cfg.input == "-" else stack.enter_context(open_input(cfg.input))
-        sink = (
-            stdout
-            if cfg.output == "-"
-            else stack.enter_context(
-                open(cfg.output, "w", encoding="utf-8")  # noqa: SIM115 - closed by the ExitStack
-            )
-        )
+def run(cfg: DictConfig, stdin: TextIO | BinaryIO, stdout: TextIO) -> None:
+    """Translate ``cfg.input`` into ``cfg.output``; interactive when stdin is a terminal.
+
+    The input is opened and the output checked before the model loads; a file output is
+    replaced only when every line was translated (:func:`~seq2seq.textio.atomic_output`).
+    """
+    check_config(cfg, TranslateAppConfig)
+    to_file = cfg.output != "-"
+    if to_file:
+        check_output("output", cfg.output, [] if cfg.input == "-" else [cfg.input])
+    with open_lines(cfg.input, stdin) as source, ExitStack() as stack:
+        translator = LineTranslator(cfg)
+        sink = stack.enter_context(atomic_output("output", cfg.output)) if to_file else stdout
         interactive = cfg.input == "-" and source.isatty()
         if interactive:
             print("Type a sentence and press Enter (Ctrl-D to quit).", file=sys.stderr)
-        size = 1 if interactive else CHUNK_LINES
-        for chunk in chunks(prompted(source) if interactive else source, size):
-            for block in translator.translate([line.rstrip("\r\n") for line in chunk]):
+            source.prompt = "> "
+        for chunk in chunks(source, 1 if interactive else CHUNK_LINES):
+            for block in translator.translate(chunk):
                 print(block, file=sink, flush=interactive)
-
-
-def prompted(source: TextIO) -> Iterator[str]:
-    """Lines from a terminal, with a prompt on stderr before each."""
-    while True:
-        print("> ", end="", file=sys.stderr, flush=True)
-        line = source.readline()
-        if not line:
-            return
-        yield line
-
-
-def open_input(path: str) -> TextIO:
-    """Open the input file with a clear error when it is missing."""
-    if not Path(path).is_file():
-        raise UserError(f"input={path} does not exist; give a text file, or input=- for stdin.")
-    return open(path, encoding="utf-8")  # noqa: SIM115 - the caller closes it
+        if source.error is not None:
+            if to_file:
+                raise UserError(f"{source.error} (output={cfg.output} was left unchanged.)")
+            raise UserError(
+                f"{source.error} (the {source.count} line(s) before it were written to stdout.)"
+            )
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="translate", version_base="1.3")
 @report_user_errors
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
+    """Translate stdin or ``input`` into stdout or ``output``."""
+    run(cfg, sys.stdin.buffer, sys.stdout)
+
+
+def main() -> None:
     """Entry point of ``seq2seq-translate``."""
-    run(cfg, sys.stdin, sys.stdout)
+    run_command(hydra_main)
 
 
 if __name__ == "__main__":

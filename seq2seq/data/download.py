@@ -46,11 +46,14 @@ class DownloadError(UserError):
 def fetch(url: str, dest: Path, sha256: str | None) -> Path:
     """Download ``url`` to ``dest`` atomically, checking its SHA-256 when one is known."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if sha256 is None:
         log.warning("no known checksum for %s; its content is not verified", url)
     log.info("downloading %s -> %s", url, dest)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as err:  # a read-only data.root
+        raise DownloadError(f"{dest.parent} is not writable ({err.strerror})") from None
     tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()

@@ -53,8 +53,18 @@ class Tokenizer:
             )
         directory = Path(cache_dir).expanduser() / cache_key(cfg, src_texts, tgt_texts)
         if (directory / (JOINT_FILE if cfg.joint else SRC_FILE)).is_file():
-            log.info("reusing the SentencePiece model(s) in %s", directory)
-            return cls.load(directory)
+            try:
+                cached = cls.load(directory)
+            except (UserError, OSError) as err:  # damaged on disk: train again, as if absent
+                log.warning(
+                    "the cached SentencePiece model in %s is damaged (%s); rebuilding it",
+                    directory,
+                    err,
+                )
+                shutil.rmtree(directory, ignore_errors=True)
+            else:
+                log.info("reusing the SentencePiece model(s) in %s", directory)
+                return cached
         log.info(
             "training a %s SentencePiece %s model, vocab_size %d, on %d + %d sentences",
             "joint" if cfg.joint else "separate",

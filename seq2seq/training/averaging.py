@@ -31,6 +31,12 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     for path, state in zip(paths, states, strict=True):
         if state["model"].keys() != keys or state["tokenizer"] != newest["tokenizer"]:
             raise UserError(f"{path} is not from the same model as {paths[-1]}; cannot average.")
+        if state.get("run_id") != newest.get("run_id"):
+            raise UserError(
+                f"{path} is from another training run than {paths[-1]} (the directory holds "
+                f"checkpoints of two runs); average the checkpoints of one run only, e.g. "
+                f"a lower average_last, or move the other run's step_*.pt away."
+            )
     averaged = {}
     for key in keys:
         tensors = [state["model"][key] for state in states]

@@ -8,8 +8,10 @@ the code never runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 from seq2seq.errors import UserError
+from seq2seq.textio import os_error_reason
 
 FORMAT_VERSION = 1
 
@@ -25,11 +28,18 @@ FORMAT_VERSION = 1
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` via a temporary file and an atomic rename.
 
-    A crash or a full disk mid-write leaves the previous file at ``path`` untouched.
+    A crash or a full disk mid-write leaves the previous file at ``path`` untouched; a
+    failed write is one :class:`UserError` that says why and where.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(
+            f"cannot write checkpoint {path}: {os_error_reason(err)} in {path.parent}; "
+            f"pick a writable hydra.run.dir."
+        ) from None
     try:
         os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes files private; checkpoints aren't
         with os.fdopen(fd, "wb") as handle:
@@ -37,9 +47,26 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+    except (OSError, RuntimeError) as err:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise UserError(write_failure(path, err)) from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def write_failure(path: Path, err: OSError | RuntimeError) -> str:
+    """Why writing ``path`` failed, in words: torch reports a full disk as 'unexpected pos'."""
+    free = shutil.disk_usage(path.parent).free
+    full = (isinstance(err, OSError) and err.errno == errno.ENOSPC) or free < 2**20
+    reason = "no space left on device" if full else f"{type(err).__name__}: {err}".splitlines()[0]
+    if isinstance(err, OSError) and not full:
+        reason = os_error_reason(err)
+    kept = f"; {path.name} there is unchanged" if path.exists() else ""
+    return (
+        f"could not write checkpoint {path}: {reason} ({free / 2**20:.0f} MiB free in "
+        f"{path.parent}){kept}. Free space, then continue with train.resume=auto."
+    )
 
 
 def _umask() -> int:
@@ -48,25 +75,63 @@ def _umask() -> int:
     return mask
 
 
+REQUIRED_KEYS = {"model": dict, "model_config": dict, "tokenizer": dict}
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file (or a run directory's best one) safely, with clear errors."""
     path = resolve_checkpoint_path(path)
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path} is not a readable checkpoint: {not_an_archive(path)}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():  # damaged data rather than a forbidden object
+            raise UserError(f"{path} is damaged ({first_line(err)}); {ANOTHER}") from None
         raise UserError(
             f"{path} was refused: it holds objects other than tensors and plain values "
             f"(possibly code), which seq2seq never unpickles. Use a checkpoint written by "
-            f"seq2seq-train. ({str(err).splitlines()[0]})"
+            f"seq2seq-train. ({first_line(err)})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - a damaged archive fails in many ways inside torch
         raise UserError(
-            f"{path} is not a readable checkpoint (truncated or corrupt: {err}). "
-            f"Use another one, e.g. last.pt or an earlier step_*.pt in the same directory."
+            f"{path} is not a readable checkpoint (truncated or corrupt: {first_line(err)}). "
+            f"{ANOTHER}"
         ) from None
-    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
-        raise UserError(f"{path} is not a seq2seq checkpoint (no model weights or config).")
+    if not isinstance(state, dict):
+        raise UserError(f"{path} is not a seq2seq checkpoint (it holds a {type(state).__name__}).")
+    missing = [k for k, kind in REQUIRED_KEYS.items() if not isinstance(state.get(k), kind)]
+    if missing:
+        raise UserError(
+            f"{path} is not a seq2seq checkpoint: no {' or '.join(missing)} entry. Use a "
+            f"checkpoint written by seq2seq-train."
+        )
     return state
+
+
+ANOTHER = "Use another one, e.g. last.pt or an earlier step_*.pt in the same directory."
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (or its type, when it has none)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def not_an_archive(path: Path) -> str:
+    """Why a file that is not a zip archive cannot be a checkpoint (text, empty, cut short)."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head:
+        return "the file is empty. " + ANOTHER
+    try:
+        head.decode("utf-8")
+        is_text = b"\0" not in head
+    except UnicodeDecodeError:
+        is_text = False
+    if is_text:
+        return "it is a text file, not a checkpoint written by seq2seq-train."
+    return "truncated or corrupt (not a PyTorch archive). " + ANOTHER
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

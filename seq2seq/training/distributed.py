@@ -51,17 +51,20 @@ class Distributed:
         return float(tensor.item())
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is a user error."""
+def resolve_device(name: str, local_rank: int = 0, setting: str = "train.device") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a user error.
+
+    ``setting`` is the override the messages name (``device`` in evaluate and translate).
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise UserError("train.device=cuda but no CUDA GPU is visible; use train.device=cpu.")
+            raise UserError(f"{setting}=cuda but no CUDA GPU is visible; use {setting}=cpu.")
         return torch.device("cuda", local_rank)
     if name == "cpu":
         return torch.device("cpu")
-    raise UserError(f"train.device={name!r} is not a device; use auto, cpu or cuda.")
+    raise UserError(f"{setting}={name!r} is not a device; use auto, cpu or cuda.")
 
 
 def init_distributed(device_name: str) -> tuple[Distributed, torch.device]:

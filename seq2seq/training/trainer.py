@@ -10,6 +10,7 @@ import logging
 import random
 import signal
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from seq2seq.alignment_eval import gold_from_config
+from seq2seq.config import TrainAppConfig
+from seq2seq.config_checks import check_config
 from seq2seq.data.batching import Batch, ParallelDataset, TokenBatchSampler, make_loader
 from seq2seq.data.pipeline import EncodedCorpus, PreparedData, prepare_data
 from seq2seq.errors import Interrupted, UserError
@@ -29,6 +32,8 @@ from seq2seq.models.build import build_model
 from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.loss import label_smoothed_loss
+from seq2seq.training.resume import restore_optimization
+from seq2seq.training.run_dir import run_directory
 from seq2seq.training.schedule import build_optimizer, build_scheduler
 from seq2seq.training.validation import (
     Probe,
@@ -79,11 +84,13 @@ class StopRequested:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train the configured model; returns the final validation metrics."""
-    ctx, device = init_distributed(cfg.train.device)
-    try:
-        return Trainer(cfg, Path(run_dir), ctx, device).run()
-    finally:
-        shutdown_distributed(ctx)
+    check_config(cfg, TrainAppConfig)  # every setting, before any work
+    with run_directory(Path(run_dir), cfg):
+        ctx, device = init_distributed(cfg.train.device)
+        try:
+            return Trainer(cfg, Path(run_dir), ctx, device).run()
+        finally:
+            shutdown_distributed(ctx)
 
 
 class Trainer:
@@ -93,11 +100,9 @@ class Trainer:
         self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        if cfg.train.precision not in PRECISIONS:
-            raise UserError(f"train.precision={cfg.train.precision!r}: use fp32, bf16 or fp16.")
-        if cfg.train.accum_steps < 1:
-            raise UserError("train.accum_steps must be at least 1.")
         resume_state = self._resume_checkpoint()
+        # Each checkpoint names its run, so averaging never mixes two runs' weights.
+        self.run_id: str = (resume_state or {}).get("run_id") or uuid.uuid4().hex
         seed_everything(cfg.train.seed + ctx.rank)
 
         # Rank 0 trains/caches the tokenizer first so other ranks only read the cache.
@@ -438,6 +443,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "train_state": asdict(self.state),
             "rng": rng_state(),
+            "run_id": self.run_id,
         }
 
     def _resume_checkpoint(self) -> dict[str, Any] | None:
@@ -472,8 +478,7 @@ class Trainer:
                 f"train.resume: the checkpoint's weights do not fit this model config ({err}). "
                 f"Resume with the model settings it was trained with: {ckpt['model_config']}"
             ) from None
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        restore_optimization(self.optimizer, self.scheduler, ckpt, self.cfg.optim)
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["train_state"])
 

@@ -1,0 +1,177 @@
+"""Input lines and output files of translate/evaluate, read and written without losing data.
+
+Input: any readable file (plain, ``.gz``, ``/dev/null``, a pipe such as ``<(cmd)``) or
+stdin, split on ``\\n`` only, as the corpus reader does, so line i of the output always
+answers line i of the input. Output: a temporary file in the target directory renamed
+into place only when everything was written, so a failure never leaves a truncated file
+and never destroys the previous one; output may not be one of the inputs.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import os
+import sys
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from seq2seq.errors import UserError
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (through symbolic and hard links alike)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist: not the same file
+        return False
+
+
+def os_error_reason(err: OSError) -> str:
+    """A short reason for a failed write: 'no space left on device' rather than a code."""
+    if err.errno == errno.ENOSPC:
+        return "no space left on device"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if err.errno == errno.EROFS:
+        return "read-only file system"
+    return err.strerror or str(err)
+
+
+def check_output(setting: str, output: str | Path, inputs: list[str | Path]) -> None:
+    """Refuse an output that is an input, a directory, or in a directory that does not exist."""
+    path = Path(output).expanduser()
+    for source in inputs:
+        if same_file(path, source):
+            raise UserError(
+                f"{setting}={output} is the input file {source}; writing it would destroy the "
+                f"input. Give another {setting}=..."
+            )
+    if path.is_dir():
+        raise UserError(f"{setting}={output} is a directory; give a file name.")
+    if not path.parent.is_dir():
+        raise UserError(
+            f"{setting}={output}: directory {path.parent} does not exist; create it first."
+        )
+
+
+@contextmanager
+def atomic_output(setting: str, output: str | Path) -> Iterator[TextIO]:
+    """A text file that replaces ``output`` only if the block completes.
+
+    Outputs that are not regular files (``/dev/null``, a pipe, a terminal) are written
+    directly, since they cannot be renamed over. Write errors (a full disk, a read-only
+    directory) become one :class:`UserError` naming the file; the old file stays.
+    """
+    path = Path(output).expanduser()
+    if path.exists() and not path.is_file():
+        try:
+            with open(path, "w", encoding="utf-8") as handle:
+                yield handle
+        except OSError as err:
+            raise UserError(
+                f"could not write {setting}={output}: {os_error_reason(err)}."
+            ) from None
+        return
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(
+            f"could not write {setting}={output}: {os_error_reason(err)} in {path.parent}; "
+            f"pick a writable location."
+        ) from None
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp_name, 0o666 & ~mask)  # mkstemp makes files private; outputs are not
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except OSError as err:
+        Path(tmp_name).unlink(missing_ok=True)
+        kept = " (the previous file is unchanged)" if path.exists() else ""
+        raise UserError(
+            f"could not write {setting}={output}: {os_error_reason(err)}{kept}; free space "
+            f"or pick another location."
+        ) from None
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_text(setting: str, output: str | Path, text: str) -> None:
+    """Write ``text`` to ``output`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(setting, output) as handle:
+        handle.write(text)
+
+
+class InputLines:
+    """The lines of a file or of stdin, split on ``\\n`` only, each decoded as strict UTF-8.
+
+    Iteration stops at the first line that is not UTF-8 (or at a damaged ``.gz``), leaving
+    :attr:`error` set, so the caller can still write the lines before it and then report.
+    """
+
+    def __init__(self, handle: BinaryIO, name: str) -> None:
+        self.handle, self.name = handle, name
+        self.error: str | None = None
+        self.prompt: str | None = None  # printed on stderr before each line is read
+        self.count = 0  # lines read so far
+
+    def __iter__(self) -> Iterator[str]:
+        number = 0
+        try:
+            while raw := self._readline():
+                number += 1
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    self.error = (
+                        f"{self.name}, line {number}: not valid UTF-8 ({err.reason}); convert "
+                        f"the input to UTF-8, e.g. iconv -f latin1 -t utf-8."
+                    )
+                    return
+                if number == 1:
+                    line = line.removeprefix("\ufeff")
+                self.count = number
+                yield line.removesuffix("\n").removesuffix("\r")
+        except (OSError, EOFError, zlib.error) as err:
+            self.error = f"{self.name}, after line {number}: could not be read ({err})."
+
+    def _readline(self) -> bytes:
+        if self.prompt is not None:
+            print(self.prompt, end="", file=sys.stderr, flush=True)
+        return self.handle.readline()
+
+    def isatty(self) -> bool:
+        """Whether the input is an interactive terminal."""
+        return self.handle.isatty()
+
+
+@contextmanager
+def open_lines(path: str, stdin: TextIO | BinaryIO | None = None) -> Iterator[InputLines]:
+    """``path`` (``-`` for ``stdin``) as :class:`InputLines`; gzip when the name ends in .gz."""
+    if path == "-":
+        stream = sys.stdin if stdin is None else stdin
+        if isinstance(stream, io.TextIOBase) and not hasattr(stream, "buffer"):  # a StringIO
+            stream = io.BytesIO(stream.read().encode("utf-8"))
+        yield InputLines(getattr(stream, "buffer", stream), "stdin")
+        return
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise UserError(f"input={path} does not exist; give a text file, or input=- for stdin.")
+    if file.is_dir():
+        raise UserError(f"input={path} is a directory; give a text file, or input=- for stdin.")
+    try:
+        handle: BinaryIO = gzip.open(file, "rb") if file.suffix == ".gz" else open(file, "rb")  # type: ignore[assignment]  # noqa: SIM115
+    except OSError as err:
+        raise UserError(f"input={path} could not be opened: {os_error_reason(err)}.") from None
+    with handle:
+        yield InputLines(handle, str(path))
