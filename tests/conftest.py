@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from seq2seq.config import register_configs
 from seq2seq.data.synthetic import write_corpus
+from seq2seq.training.trainer import train
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -92,3 +93,35 @@ def tiny_overrides(corpus: Path, work: Path, model: str = "rnn") -> list[str]:
         "train.seed=1",
     ]
     return data + models[model] + train
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated corpus of 400 training pairs, for runs that take seconds."""
+    directory = tmp_path_factory.mktemp("small_corpus")
+    write_corpus(directory, {"train": 400, "valid": 20, "test": 20}, seed=0)
+    return directory
+
+
+def small_overrides(corpus: Path, work: Path, *changes: str) -> list[str]:
+    """:func:`tiny_overrides` for ``small_corpus``: 4 steps, one validation, one thread."""
+    quick = [
+        "train.max_steps=4",
+        "train.valid_every=4",
+        "train.log_every=2",
+        "train.threads=1",
+        "valid.max_sentences=4",
+        "valid.num_probes=1",
+    ]
+    keys = {o.split("=")[0] for o in [*quick, *changes]}
+    model = "transformer" if "model=transformer" in changes else "rnn"
+    kept = [o for o in tiny_overrides(corpus, work, model) if o.split("=")[0] not in keys]
+    return [*kept, *quick, *changes]
+
+
+@pytest.fixture(scope="session")
+def small_run(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of a tiny RNN trained for 4 steps; shared, so never write into it."""
+    work = tmp_path_factory.mktemp("small_run")
+    train(compose_config("train", small_overrides(small_corpus, work)), work / "run")
+    return work / "run"

@@ -19,7 +19,13 @@ from omegaconf import DictConfig
 from seq2seq.config import EvaluateAppConfig, TrainAppConfig, register_configs
 from seq2seq.config_checks import check_config
 from seq2seq.errors import Interrupted, UserError
-from seq2seq.training.run_dir import LOCK_FILE, check_run_dir, hold_run_dir, is_main_process
+from seq2seq.training.run_dir import (
+    LOCK_FILE,
+    check_run_dir,
+    check_writable,
+    hold_run_dir,
+    is_main_process,
+)
 
 CONFIG_PATH = "pkg://seq2seq.configs"
 FAILED_JOBS: list[str] = []  # jobs of this multirun sweep that ended in a UserError
@@ -93,6 +99,7 @@ class TrainRunDirCheck(Callback):
             check_config(config, TrainAppConfig)
             run_dir = Path(config.hydra.run.dir)
             check_run_dir(run_dir, config.train)
+            check_writable("data.cache_dir", Path(config.data.cache_dir))
             if is_main_process():
                 hold_run_dir(run_dir)  # held until this process ends
         except UserError as err:

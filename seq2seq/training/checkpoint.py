@@ -14,6 +14,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = resolve_checkpoint_path(path)
     if not zipfile.is_zipfile(path):
         raise UserError(f"{path} is not a readable checkpoint: {not_an_archive(path)}")
+    damaged = damaged_entry(path)
+    if damaged is not None:
+        raise UserError(f"{path} is damaged ({damaged}); {ANOTHER}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -116,6 +120,20 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message (or its type, when it has none)."""
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
+
+
+def damaged_entry(path: Path) -> str | None:
+    """What is wrong when a part of the archive fails its CRC-32 (a flipped bit), else None.
+
+    torch reads the parts without checking their checksums, so a damaged file would
+    otherwise load as silently wrong weights, or fail deep inside unpickling.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as err:
+        return f"its archive is corrupt: {err}"
+    return None if bad is None else f"{bad} fails its checksum"
 
 
 def not_an_archive(path: Path) -> str:
