@@ -60,6 +60,15 @@ def check_output(setting: str, output: str | Path, inputs: list[str | Path]) -> 
         )
 
 
+def temporary_beside(path: Path) -> tuple[int, str]:
+    """A new hidden file in ``path``'s directory (descriptor, name), to be renamed onto it."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(name, 0o666 & ~mask)  # mkstemp makes files private; outputs are not
+    return fd, name
+
+
 @contextmanager
 def atomic_output(setting: str, output: str | Path) -> Iterator[TextIO]:
     """A text file that replaces ``output`` only if the block completes.
@@ -79,16 +88,13 @@ def atomic_output(setting: str, output: str | Path) -> Iterator[TextIO]:
             ) from None
         return
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp_name = temporary_beside(path)
     except OSError as err:
         raise UserError(
             f"could not write {setting}={output}: {os_error_reason(err)} in {path.parent}; "
             f"pick a writable location."
         ) from None
     try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp_name, 0o666 & ~mask)  # mkstemp makes files private; outputs are not
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle
             handle.flush()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq import textio
 from seq2seq.cli.evaluate import evaluate
 from seq2seq.data.corpora import read_lines
 from seq2seq.data.pipeline import prepare_data
 from seq2seq.errors import UserError
 from seq2seq.textio import InputLines, atomic_output
-from seq2seq.training import checkpoint as ckpt_module
 from seq2seq.training.averaging import average_checkpoints
 from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint, save_checkpoint
 from seq2seq.training.distributed import init_distributed
@@ -140,7 +140,7 @@ def disk_full(monkeypatch: pytest.MonkeyPatch) -> None:
         os.close(fd)
         return os.open("/dev/full", os.O_WRONLY), name
 
-    monkeypatch.setattr(ckpt_module.tempfile, "mkstemp", full_mkstemp)
+    monkeypatch.setattr(textio.tempfile, "mkstemp", full_mkstemp)
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

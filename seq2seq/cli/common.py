@@ -113,14 +113,13 @@ class EvaluateRunDirCheck(Callback):
         try:
             check_config(config, EvaluateAppConfig)
             run_dir = Path(config.hydra.run.dir)
-            if run_dir.exists() and not run_dir.is_dir():
-                raise UserError(f"hydra.run.dir={run_dir} is an existing file; give a directory.")
             trained = [run_dir / "checkpoints", run_dir / "tensorboard", run_dir / LOCK_FILE]
             if any(p.exists() for p in trained):
                 raise UserError(
                     f"hydra.run.dir={run_dir} is a training run; evaluate would write over its "
                     f"files (.hydra/*.yaml). Leave hydra.run.dir out, or give a new directory."
                 )
+            check_writable("hydra.run.dir", run_dir)
         except UserError as err:
             exit_with(err)
 

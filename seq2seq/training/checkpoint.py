@@ -12,7 +12,6 @@ import errno
 import os
 import pickle
 import shutil
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 
 from seq2seq.errors import UserError
-from seq2seq.textio import os_error_reason
+from seq2seq.textio import os_error_reason, temporary_beside
 
 FORMAT_VERSION = 1
 
@@ -35,14 +34,13 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp_name = temporary_beside(path)
     except OSError as err:
         raise UserError(
             f"cannot write checkpoint {path}: {os_error_reason(err)} in {path.parent}; "
             f"pick a writable hydra.run.dir."
         ) from None
     try:
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes files private; checkpoints aren't
         with os.fdopen(fd, "wb") as handle:
             torch.save({**state, "format_version": FORMAT_VERSION}, handle)
             handle.flush()
@@ -68,12 +66,6 @@ def write_failure(path: Path, err: OSError | RuntimeError) -> str:
         f"could not write checkpoint {path}: {reason} ({free / 2**20:.0f} MiB free in "
         f"{path.parent}){kept}. Free space, then continue with train.resume=auto."
     )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 REQUIRED_KEYS = {"model": dict, "model_config": dict, "tokenizer": dict}
