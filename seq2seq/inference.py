@@ -16,7 +16,7 @@ from seq2seq.decoding import Hypothesis, beam_search, translate_batch
 from seq2seq.errors import UserError
 from seq2seq.models.base import PAD_ID
 from seq2seq.models.build import build_model
-from seq2seq.training.checkpoint import first_line, load_checkpoint, resolve_checkpoint_path
+from seq2seq.training.checkpoint import load_checkpoint, resolve_checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,12 @@ class Translator:
             ) from None
         try:
             model.load_state_dict(state["model"])
-        except (RuntimeError, TypeError, AttributeError) as err:
+        except (RuntimeError, TypeError, AttributeError):
+            names = set(model.state_dict()) ^ set(state["model"])
             raise UserError(
-                f"{where}: its weights do not fit its {family} model config (the weights are of "
-                f"another model: {first_line(err)}); use a checkpoint written by seq2seq-train."
+                f"{where}: its weights do not fit its {family} model config ({len(names)} "
+                f"tensor names differ, others may differ in shape: the weights are of another "
+                f"model); use a checkpoint written by seq2seq-train."
             ) from None
         model.to(device).eval()
         return cls(model, tokenizer, state, device)

@@ -56,7 +56,7 @@ def test_sets(cfg: DictConfig, translator: Translator) -> dict[str, ParallelCorp
 def has_files(data: DataConfig, split: str) -> bool:
     """Whether a ``data=files`` config names files for ``split``."""
     prefix = SPLIT_ALIASES.get(split, split)
-    return any(data.get(f"{prefix}_{kind}") for kind in ("src", "tgt", "tsv"))
+    return any(getattr(data, f"{prefix}_{kind}", None) for kind in ("src", "tgt", "tsv"))
 
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:

@@ -78,12 +78,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a readable checkpoint: {not_an_archive(path)}")
     damaged = damaged_entry(path)
     if damaged is not None:
-        raise UserError(f"{path} is damaged ({damaged}); {ANOTHER}")
+        raise UserError(f"{path} is damaged ({damaged}). {ANOTHER}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "global" not in str(err).lower():  # damaged data rather than a forbidden object
-            raise UserError(f"{path} is damaged ({first_line(err)}); {ANOTHER}") from None
+            raise UserError(f"{path} is damaged ({first_line(err)}). {ANOTHER}") from None
         raise UserError(
             f"{path} was refused: it holds objects other than tensors and plain values "
             f"(possibly code), which seq2seq never unpickles. Use a checkpoint written by "
