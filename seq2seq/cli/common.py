@@ -94,7 +94,8 @@ def exit_with(err: UserError) -> None:
 class TrainRunDirCheck(Callback):
     """Before Hydra writes the run directory: check every setting, the directory and its lock."""
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:  # noqa: D102
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra's hook before the job; ``kwargs`` is Hydra's interface (config_name)."""
         try:
             check_config(config, TrainAppConfig)
             run_dir = Path(config.hydra.run.dir)
@@ -109,7 +110,8 @@ class TrainRunDirCheck(Callback):
 class EvaluateRunDirCheck(Callback):
     """Before Hydra writes the run directory: evaluation never writes into a training run."""
 
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:  # noqa: D102
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Hydra's hook before the job; ``kwargs`` is Hydra's interface (config_name)."""
         try:
             check_config(config, EvaluateAppConfig)
             run_dir = Path(config.hydra.run.dir)
