@@ -69,6 +69,23 @@ def temporary_beside(path: Path) -> tuple[int, str]:
     return fd, name
 
 
+def check_writable(setting: str, directory: Path) -> None:
+    """Create ``directory`` if needed and prove a file can be written there, or say why not."""
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{setting}={directory} is an existing file; give a directory.")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(
+            f"{setting}={directory} is not writable ({os_error_reason(err)}); pick a writable "
+            f"directory."
+        ) from None
+
+
 @contextmanager
 def atomic_output(setting: str, output: str | Path) -> Iterator[TextIO]:
     """A text file that replaces ``output`` only if the block completes.

@@ -19,10 +19,10 @@ from omegaconf import DictConfig
 from seq2seq.config import EvaluateAppConfig, TrainAppConfig, register_configs
 from seq2seq.config_checks import check_config
 from seq2seq.errors import Interrupted, UserError
+from seq2seq.textio import check_writable
 from seq2seq.training.run_dir import (
     LOCK_FILE,
     check_run_dir,
-    check_writable,
     hold_run_dir,
     is_main_process,
 )

@@ -21,7 +21,7 @@ from seq2seq.decoding import Hypothesis
 from seq2seq.errors import UserError
 from seq2seq.heatmaps import attention_figure, save_figure
 from seq2seq.inference import DecodeOptions, Translator, clip_sources, decode_corpus
-from seq2seq.textio import atomic_output, check_output, open_lines
+from seq2seq.textio import atomic_output, check_output, check_writable, open_lines
 from seq2seq.training.distributed import resolve_device
 
 CHUNK_LINES = 256  # lines decoded together when reading a file or a pipe
@@ -52,7 +52,7 @@ class LineTranslator:
         )
         self.count = 0
         if cfg.alignment_dir:
-            Path(cfg.alignment_dir).mkdir(parents=True, exist_ok=True)
+            check_writable("alignment_dir", Path(cfg.alignment_dir))
 
     def translate(self, lines: list[str]) -> list[str]:
         """One output block per input line (an empty line gives an empty line)."""

@@ -14,7 +14,6 @@ import fcntl
 import logging
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 
 from seq2seq.errors import UserError
-from seq2seq.textio import os_error_reason
+from seq2seq.textio import check_writable, os_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -137,23 +136,6 @@ def clear_previous_run(run_dir: Path) -> None:
         path.unlink(missing_ok=True)
     if removed:
         log.warning("train.overwrite=true: removed %d files of the earlier run", len(removed))
-
-
-def check_writable(setting: str, directory: Path) -> None:
-    """Create ``directory`` if needed and prove a file can be written there, or say why not."""
-    directory = Path(directory).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise UserError(f"{setting}={directory} is an existing file; give a directory.")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise UserError(
-            f"{setting}={directory} is not writable ({os_error_reason(err)}); pick a writable "
-            f"directory."
-        ) from None
 
 
 @contextmanager
