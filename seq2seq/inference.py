@@ -35,7 +35,10 @@ class Translator:
         state = load_checkpoint(path)
         tokenizer = Tokenizer.from_state(state["tokenizer"])
         model = build_model(
-            state["model_config"], tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
+            state["model_config"],
+            tokenizer.src_vocab_size,
+            tokenizer.tgt_vocab_size,
+            joint_vocab=tokenizer.joint,
         )
         model.load_state_dict(state["model"])
         model.to(device).eval()

@@ -109,7 +109,9 @@ class Trainer:
         tok = self.data.tokenizer
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         self.model_config: dict[str, Any] = model_cfg  # type: ignore[assignment]
-        self.model = build_model(self.model_config, tok.src_vocab_size, tok.tgt_vocab_size)
+        self.model = build_model(
+            self.model_config, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint
+        )
         self.model.to(device)
         self.optimizer = build_optimizer(list(self.model.parameters()), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
