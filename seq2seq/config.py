@@ -124,7 +124,7 @@ class TrainConfig:
     max_steps: int = 20000
     max_epochs: int = 100
     max_minutes: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # ε, spread over the V - 2 classes other than PAD and BOS
     accum_steps: int = 1
     precision: str = "fp32"  # fp32 | bf16 | fp16
     compile: bool = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -28,7 +27,7 @@ from seq2seq.evaluation import Score, corpus_scores
 from seq2seq.heatmaps import attention_figure, figure_to_array, head_grid_figure
 from seq2seq.inference import DecodeOptions, clip_sources, decode_corpus
 from seq2seq.models.base import BOS_ID, PAD_ID
-from seq2seq.training.loss import label_smoothed_loss
+from seq2seq.training.loss import label_smoothed_loss, perplexity
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def validate(
         with autocast:
             alignment = evaluate_alignment(model, tokenizer, gold, device, None, cfg.batch_size)
     model.train()
-    return ValidResult(loss, math.exp(min(loss, 100.0)), scores, hypotheses, alignment)
+    return ValidResult(loss, perplexity(loss), scores, hypotheses, alignment)
 
 
 @torch.no_grad()
