@@ -10,6 +10,7 @@ import logging
 import random
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -183,14 +184,9 @@ class Trainer:
                 # one mid-epoch, so fork the RNG to keep dropout identical to an unbroken run.
                 with torch.random.fork_rng(devices=[]):
                     batches = iter(self.loader)
-                micro: list[Batch] = []
-                for batch in batches:
-                    micro.append(batch)
-                    state.batch_in_epoch += 1
-                    if len(micro) < cfg.accum_steps:
-                        continue
+                for micro in accumulation_groups(batches, cfg.accum_steps):
+                    state.batch_in_epoch += len(micro)
                     self._update(micro, window)
-                    micro = []
                     if state.step % cfg.log_every == 0:
                         self._log_train(window, progress)
                     if state.step % cfg.valid_every == 0:
@@ -519,6 +515,19 @@ class Window:
         }
         self._reset()
         return stats
+
+
+def accumulation_groups(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+    """Consecutive groups of ``size`` micro-batches, one update each; the epoch's last group
+    may be smaller, so no batch goes unused (its update is normalised by its own tokens)."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def fitting(corpus: EncodedCorpus, max_positions: int | None) -> EncodedCorpus:
