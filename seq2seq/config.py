@@ -136,6 +136,7 @@ class TrainConfig:
     max_nonfinite: int = 5  # consecutive skipped non-finite steps before giving up
     threads: int | None = None  # torch intra-op threads on CPU (default: torch's choice)
     progress: bool = True
+    test_at_end: bool = True  # decode data.test_splits with best.pt (search from `decode`)
 
 
 @dataclass
@@ -165,6 +166,8 @@ class TrainAppConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     valid: ValidConfig = field(default_factory=ValidConfig)
+    # the search of the final test; a lambda, as DecodeConfig is defined below
+    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig())
 
 
 @dataclass
