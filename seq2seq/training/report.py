@@ -30,6 +30,14 @@ from seq2seq.training.validation import decode_sharded
 log = logging.getLogger(__name__)
 
 
+METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER"}
+
+
+def metric_name(score: Score) -> str:
+    """How the metric is written: BLEU, chrF, TER."""
+    return METRIC_NAMES.get(score.name, score.name)
+
+
 def load_test_sets(cfg: DictConfig) -> dict[str, ParallelCorpus]:
     """The ``data.test_splits`` scored at the end, read at start-up so a bad split fails early.
 
@@ -144,7 +152,7 @@ class RunReport:
             f"  best valid BLEU {self.best_bleu:.2f} at step {self.best_step}",
         ]
         for split, scores in self.test.items():
-            figures = ", ".join(f"{s.name.upper()} {s.score:.2f}" for s in scores.values())
+            figures = ", ".join(f"{metric_name(s)} {s.score:.2f}" for s in scores.values())
             lines.append(f"  test {split} (best.pt): {figures}")
         lines += [
             f"  best checkpoint: {self.best_checkpoint}",

@@ -36,6 +36,7 @@ from seq2seq.training.report import (
     best_weights,
     decode_options,
     load_test_sets,
+    metric_name,
     score_test_sets,
 )
 from seq2seq.training.schedule import build_optimizer, build_scheduler
@@ -461,7 +462,7 @@ class Trainer:
         assert self.writer is not None
         for split, scores in results.items():
             for score in scores.values():
-                name = score.name.upper()
+                name = metric_name(score)
                 log.info("test %s | %s %.2f | %s", split, name, score.score, score.signature)
                 self.writer.add_scalar(f"test/{split}/{score.name}", score.score, self.state.step)
             signatures = "  \n".join(score.signature for score in scores.values())
