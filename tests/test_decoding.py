@@ -325,29 +325,42 @@ def test_attention_shape_sums_to_one_and_matches_teacher_forcing(beam_size: int)
         torch.testing.assert_close(hyp.attention, expected)
 
 
+def assert_exhaustive_nbest(
+    model: ToyModel,
+    src: Tensor,
+    src_mask: Tensor,
+    results: list[list[Hypothesis]],
+    vocab: int,
+    limit: int,
+    alpha: float,
+) -> None:
+    """Each 5-best list equals the best 5 of all hypotheses of at most ``limit`` tokens."""
+    content = [t for t in range(vocab) if t not in (PAD_ID, BOS_ID, EOS_ID)]
+    everything = [
+        list(seq) for n in range(limit + 1) for seq in itertools.product(content, repeat=n)
+    ]
+    for i, hyps in enumerate(results):
+        scored = [
+            (teacher_force(model, src[i], src_mask[i], seq)[0] / lp(len(seq) + 1, alpha), seq)
+            for seq in everything
+        ]
+        scored.sort(key=lambda s: -s[0])
+        top = scored[:5]
+        assert [h.tokens for h in hyps] == [seq for _, seq in top]
+        assert [normalised(h, alpha) for h in hyps] == pytest.approx(
+            [score for score, _ in top], abs=1e-5
+        )
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_wide_beam_finds_the_exhaustive_best_on_a_tiny_vocabulary(alpha: float):
     """V = 6 leaves 3 content tokens; with at most 3 tokens there are 40 hypotheses in all."""
     vocab, limit = 6, 3
     model = make_model(6, tgt_vocab=vocab)
     src, src_mask = make_batch(6, batch=3, max_src=4)
-    content = [t for t in range(vocab) if t not in (PAD_ID, BOS_ID, EOS_ID)]
     # a beam as wide as the widest step (9 live beams x 4 continuations) never prunes
     results = beam_search(model, src, src_mask, 40, alpha, 0.0, limit, nbest=5)
-    for i, hyps in enumerate(results):
-        everything = [
-            list(seq) for n in range(limit + 1) for seq in itertools.product(content, repeat=n)
-        ]
-        assert len(everything) == 40
-        scored = [
-            (teacher_force(model, src[i], src_mask[i], seq)[0] / lp(len(seq) + 1, alpha), seq)
-            for seq in everything
-        ]
-        scored.sort(key=lambda s: -s[0])
-        assert [h.tokens for h in hyps] == [seq for _, seq in scored[:5]]
-        assert [normalised(h, alpha) for h in hyps] == pytest.approx(
-            [s for s, _ in scored[:5]], abs=1e-5
-        )
+    assert_exhaustive_nbest(model, src, src_mask, results, vocab, limit, alpha)
 
 
 def test_translate_batch_dispatches_and_checks_nbest():
@@ -400,18 +413,5 @@ def test_finished_hypotheses_do_not_narrow_the_beam(seed: int, alpha: float):
     torch.manual_seed(seed)
     model = ToyModel(vocab, dim=DIM, sharpness=SHARPNESS, eos_slope=-1.5).eval()  # EOS early
     src, src_mask = make_batch(seed, batch=4, max_src=4)
-    content = [t for t in range(vocab) if t not in (PAD_ID, BOS_ID, EOS_ID)]
     results = beam_search(model, src, src_mask, 27, alpha, 0.0, limit, nbest=5)
-    for i, hyps in enumerate(results):
-        everything = [
-            list(seq) for n in range(limit + 1) for seq in itertools.product(content, repeat=n)
-        ]
-        scored = [
-            (teacher_force(model, src[i], src_mask[i], seq)[0] / lp(len(seq) + 1, alpha), seq)
-            for seq in everything
-        ]
-        scored.sort(key=lambda s: -s[0])
-        assert [h.tokens for h in hyps] == [seq for _, seq in scored[:5]]
-        assert [normalised(h, alpha) for h in hyps] == pytest.approx(
-            [s for s, _ in scored[:5]], abs=1e-5
-        )
+    assert_exhaustive_nbest(model, src, src_mask, results, vocab, limit, alpha)

@@ -56,17 +56,6 @@ def load_test_sets(cfg: DictConfig) -> dict[str, ParallelCorpus]:
         raise UserError(f"{err} (or skip the final test with train.test_at_end=false)") from None
 
 
-def decode_options(decode: DictConfig) -> DecodeOptions:
-    """The search of the ``decode`` section (beam, length penalty, length cap, batch)."""
-    return DecodeOptions(
-        beam_size=decode.beam_size,
-        length_penalty=decode.length_penalty,
-        max_len_a=decode.max_len_a,
-        max_len_b=decode.max_len_b,
-        batch_size=decode.batch_size,
-    )
-
-
 @torch.no_grad()
 def score_test_sets(
     model: nn.Module,

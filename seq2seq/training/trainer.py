@@ -34,7 +34,6 @@ from seq2seq.training.loss import label_smoothed_loss
 from seq2seq.training.report import (
     RunReport,
     best_weights,
-    decode_options,
     load_test_sets,
     metric_name,
     score_test_sets,
@@ -43,6 +42,7 @@ from seq2seq.training.schedule import build_optimizer, build_scheduler
 from seq2seq.training.validation import (
     Probe,
     ValidResult,
+    decode_options,
     log_alignment_scores,
     log_gold_alignments,
     log_probes,

@@ -19,7 +19,7 @@ from seq2seq.alignment_eval import (
     scorable,
     word_scores,
 )
-from seq2seq.config import ValidConfig
+from seq2seq.config import DecodeConfig, ValidConfig
 from seq2seq.data.batching import Batch
 from seq2seq.data.pipeline import EncodedCorpus
 from seq2seq.data.tokenizer import Tokenizer
@@ -58,8 +58,8 @@ class ValidResult:
         return self.scores["bleu"].score
 
 
-def decode_options(cfg: ValidConfig, need_weights: bool = False) -> DecodeOptions:
-    """Decoding settings for validation from the ``valid`` config."""
+def decode_options(cfg: ValidConfig | DecodeConfig, need_weights: bool = False) -> DecodeOptions:
+    """Search settings from the ``valid`` config (validation) or ``decode`` (the final test)."""
     return DecodeOptions(
         beam_size=cfg.beam_size,
         length_penalty=cfg.length_penalty,
