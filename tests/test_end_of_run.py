@@ -19,7 +19,8 @@ from seq2seq.cli.evaluate import evaluate
 from seq2seq.errors import Interrupted
 from seq2seq.training import trainer as trainer_module
 from seq2seq.training.distributed import init_distributed
-from seq2seq.training.trainer import BudgetBar, Trainer, train
+from seq2seq.training.report import BudgetBar
+from seq2seq.training.trainer import Trainer, train
 from tests.conftest import compose_config, tiny_overrides
 
 STEPS = 40

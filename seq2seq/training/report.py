@@ -1,4 +1,5 @@
-"""The end of a training run: test scores of the best checkpoint, metrics.json, a summary.
+"""What a training run tells its user: the budget bar, and at the end the test scores of
+the best checkpoint, metrics.json and a summary.
 
 A run ends by saying what it made: why it stopped, its best validation BLEU, the test
 scores of ``best.pt`` with their sacrebleu signatures, where the files are, and the exact
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from tqdm import tqdm
 
 from seq2seq.data.corpora import ParallelCorpus, load_split
 from seq2seq.data.tokenizer import Tokenizer
@@ -28,6 +31,48 @@ from seq2seq.training.distributed import Distributed
 from seq2seq.training.validation import decode_sharded
 
 log = logging.getLogger(__name__)
+
+
+class BudgetBar:
+    """The progress bar of the budget that stops the run: elapsed/total minutes with
+    ``train.max_minutes``, else steps out of ``train.max_steps``."""
+
+    def __init__(self, cfg: DictConfig, step: int, started: float, enabled: bool) -> None:
+        self.minutes, self.started = cfg.max_minutes, started
+        if self.minutes is not None:
+            self.bar = tqdm(
+                total=float(self.minutes),
+                disable=not enabled,
+                dynamic_ncols=True,
+                desc="train",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} min{postfix}",
+            )
+        else:
+            self.bar = tqdm(
+                total=cfg.max_steps,
+                initial=step,
+                disable=not enabled,
+                dynamic_ncols=True,
+                desc="train",
+            )
+
+    @property
+    def disable(self) -> bool:
+        """Whether the bar is off (log lines instead)."""
+        return self.bar.disable
+
+    def show(self, step: int, postfix: dict[str, str]) -> None:
+        """Move the bar to now (minutes) or to ``step``, with the latest figures beside it."""
+        if self.minutes is not None:
+            self.bar.n = min((time.monotonic() - self.started) / 60, float(self.minutes))
+            postfix = {"step": str(step), **postfix}
+        else:
+            self.bar.n = step
+        self.bar.set_postfix(postfix)  # redraws
+
+    def close(self) -> None:
+        """End the bar."""
+        self.bar.close()
 
 
 METRIC_NAMES = {"bleu": "BLEU", "chrf": "chrF", "ter": "TER"}

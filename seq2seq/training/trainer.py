@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from seq2seq.alignment_eval import gold_from_config
 from seq2seq.data.batching import Batch, ParallelDataset, TokenBatchSampler, make_loader
@@ -32,6 +31,7 @@ from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint, rank_
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.loss import label_smoothed_loss
 from seq2seq.training.report import (
+    BudgetBar,
     RunReport,
     best_weights,
     load_test_sets,
@@ -557,48 +557,6 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["train_state"])
-
-
-class BudgetBar:
-    """The progress bar of the budget that stops the run: elapsed/total minutes with
-    ``train.max_minutes``, else steps out of ``train.max_steps``."""
-
-    def __init__(self, cfg: DictConfig, step: int, started: float, enabled: bool) -> None:
-        self.minutes, self.started = cfg.max_minutes, started
-        if self.minutes is not None:
-            self.bar = tqdm(
-                total=float(self.minutes),
-                disable=not enabled,
-                dynamic_ncols=True,
-                desc="train",
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} min{postfix}",
-            )
-        else:
-            self.bar = tqdm(
-                total=cfg.max_steps,
-                initial=step,
-                disable=not enabled,
-                dynamic_ncols=True,
-                desc="train",
-            )
-
-    @property
-    def disable(self) -> bool:
-        """Whether the bar is off (log lines instead)."""
-        return self.bar.disable
-
-    def show(self, step: int, postfix: dict[str, str]) -> None:
-        """Move the bar to now (minutes) or to ``step``, with the latest figures beside it."""
-        if self.minutes is not None:
-            self.bar.n = min((time.monotonic() - self.started) / 60, float(self.minutes))
-            postfix = {"step": str(step), **postfix}
-        else:
-            self.bar.n = step
-        self.bar.set_postfix(postfix)  # redraws
-
-    def close(self) -> None:
-        """End the bar."""
-        self.bar.close()
 
 
 class Window:
