@@ -128,7 +128,9 @@ def generated_batches(cfg: DictConfig, count: int, vocab: int, seed: int) -> lis
 class ReferenceTransformer(nn.Module):
     """``torch.nn.Transformer`` with embeddings, sinusoidal positions and output projection."""
 
-    def __init__(self, model_cfg: dict[str, Any], src_vocab: int, tgt_vocab: int) -> None:
+    def __init__(
+        self, model_cfg: dict[str, Any], src_vocab: int, tgt_vocab: int, joint_vocab: bool
+    ) -> None:
         super().__init__()
         d = model_cfg["d_model"]
         self.scale = math.sqrt(d)
@@ -147,7 +149,7 @@ class ReferenceTransformer(nn.Module):
         self.out_proj = nn.Linear(d, tgt_vocab, bias=False)
         if model_cfg["tie_embeddings"]:
             self.out_proj.weight = self.tgt_embed.weight
-            if src_vocab == tgt_vocab:
+            if joint_vocab:
                 self.src_embed.weight = self.tgt_embed.weight
         position = torch.arange(1024)[:, None]  # (P, 1)
         freq = torch.exp(torch.arange(0, d, 2) * (-math.log(10000.0) / d))  # (d/2,)
@@ -222,9 +224,13 @@ def time_row(job: dict[str, Any]) -> Row:
     device = torch.device(job["device"])
     model_cfg, batches = job["model_cfg"], job["batches"]
     if job["reference"]:
-        model: nn.Module = ReferenceTransformer(model_cfg, job["src_vocab"], job["tgt_vocab"])
+        model: nn.Module = ReferenceTransformer(
+            model_cfg, job["src_vocab"], job["tgt_vocab"], job["joint_vocab"]
+        )
     else:
-        model = build_model(model_cfg, job["src_vocab"], job["tgt_vocab"])
+        model = build_model(
+            model_cfg, job["src_vocab"], job["tgt_vocab"], joint_vocab=job["joint_vocab"]
+        )
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
     network = torch.compile(model) if job["compile"] else model
@@ -351,6 +357,7 @@ def main() -> None:
         batches=batches,
         src_vocab=src_vocab,
         tgt_vocab=tgt_vocab,
+        joint_vocab=args.data != "real" or cfg.data.tokenizer.joint,  # generated: one vocabulary
         device=device_name,
         precision=precision,
         threads=args.threads,

@@ -124,7 +124,7 @@ class TrainConfig:
     max_steps: int = 20000
     max_epochs: int = 100
     max_minutes: float | None = None  # wall-clock budget; stops cleanly with a checkpoint
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # ε, spread over the V - 2 classes other than PAD and BOS
     accum_steps: int = 1
     precision: str = "fp32"  # fp32 | bf16 | fp16
     compile: bool = False
@@ -137,6 +137,7 @@ class TrainConfig:
     max_nonfinite: int = 5  # consecutive skipped non-finite steps before giving up
     threads: int | None = None  # torch intra-op threads on CPU (default: torch's choice)
     progress: bool = True
+    test_at_end: bool = True  # decode data.test_splits with best.pt (search from `decode`)
 
 
 @dataclass
@@ -166,6 +167,8 @@ class TrainAppConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     valid: ValidConfig = field(default_factory=ValidConfig)
+    # the search of the final test; a lambda, as DecodeConfig is defined below
+    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig())
 
 
 @dataclass

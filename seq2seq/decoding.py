@@ -157,8 +157,11 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Up to ``nbest`` finished hypotheses per sentence, best (length-normalised) first.
 
-    All sentences and their beams decode together as rows ``sentence * k + beam``. A sentence
-    leaves the batch once its ``nbest`` best finished hypotheses cannot be beaten.
+    All sentences and their beams decode together as rows ``sentence * k + beam``. Each step
+    ranks the top 2k extensions of a sentence's k live beams (fairseq's scheme): those that
+    end in EOS are set aside as finished, and the best k others stay live, so finishing never
+    narrows the beam (at most k of the 2k end, one per beam). A sentence leaves the batch once
+    ``nbest`` finished hypotheses provably beat everything its live beams can still become.
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
@@ -174,8 +177,8 @@ def beam_search(
     memory = select_batch(model.encode(src, src_mask), rows)
     mask = src_mask.index_select(0, rows)  # (B*k, S)
     state = model.init_state(memory, mask)
-    # All k beams start identical; only beam 0 is alive, so the first top-k takes k distinct
-    # tokens from it instead of k copies of the best one.
+    # All k beams start identical; only beam 0 is alive, so the first step takes distinct
+    # tokens from it instead of copies of the best one.
     scores = torch.full((src.size(0), k), -math.inf, device=device)
     scores[:, 0] = 0.0
     scores = scores.view(-1)  # (n*k,) over the n sentences still decoding
@@ -192,38 +195,37 @@ def beam_search(
         logp = _log_probs(logits, limit <= t)  # (n*k, V)
         vocab = logp.size(-1)
         candidates = (scores[:, None] + logp).view(n, k * vocab)
-        top_scores, top_index = candidates.topk(k, dim=1)  # (n, k) each
-        tokens = top_index % vocab  # (n, k)
-        origin = (top_index // vocab + torch.arange(n, device=device)[:, None] * k).view(-1)
-        ended = (tokens == EOS_ID) & (top_scores > -math.inf)  # (n, k)
-        live = top_scores.masked_fill(tokens == EOS_ID, -math.inf)  # (n, k)
-        if need_weights:
-            step = attention.index_select(0, origin)[:, :, :, None]  # (n*k, L, H, 1, S)
-            attention_history = (
-                step
-                if attention_history is None
-                else torch.cat([attention_history.index_select(0, origin), step], dim=3)
-            )  # (n*k, L, H, t+1, S)
+        top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k) each
+        top_tokens = top_index % vocab  # (n, 2k)
+        offsets = torch.arange(n, device=device)[:, None] * k  # (n, 1) first row of each sentence
+        top_rows = top_index // vocab + offsets  # (n, 2k) the row each candidate extends
+        is_eos = top_tokens == EOS_ID  # (n, 2k)
+        # The best k candidates that do not end stay live (-inf: fewer than k exist).
+        live, picked = top_scores.masked_fill(is_eos, -math.inf).topk(k, dim=1)  # (n, k) each
+        tokens = top_tokens.gather(1, picked)  # (n, k)
+        origin = top_rows.gather(1, picked).view(-1)  # (n*k,)
 
         # Set aside this step's finished hypotheses: one host transfer for all of them.
-        ended_at = ended.view(-1).nonzero().squeeze(1)  # (m,) flat (sentence, beam) positions
+        ended_at = (is_eos & (top_scores > -math.inf)).view(-1).nonzero().squeeze(1)  # (m,)
         if ended_at.numel() > 0:
-            ended_rows = origin.index_select(0, ended_at)  # (m,) the rows they extend
+            ended_rows = top_rows.view(-1).index_select(0, ended_at)  # (m,) the rows they extend
             ended_tokens = history.index_select(0, ended_rows).tolist()  # (m, t)
             ended_scores = top_scores.view(-1).index_select(0, ended_at).tolist()
             ended_attention = (
-                attention_history.index_select(0, ended_at).float().cpu()  # (m, L, H, t+1, S)
-                if attention_history is not None
+                _extend(attention_history, attention, ended_rows).float().cpu()
+                if attention is not None
                 else None
-            )
+            )  # (m, L, H, t+1, S)
             for i, position in enumerate(ended_at.tolist()):
-                sentence = active[position // k]
+                sentence = active[position // top_scores.size(1)]
                 weights = None
                 if ended_attention is not None:
                     weights = _real_source(ended_attention[i], host_mask[sentence])
                 hyp = Hypothesis(ended_tokens[i], ended_scores[i], weights)
                 normalised = ended_scores[i] / _length_penalty(t + 1, length_penalty)
                 finished[sentence].append(_Finished(normalised, hyp))
+        if attention is not None:
+            attention_history = _extend(attention_history, attention, origin)  # (n*k, L, H, t+1, S)
 
         # A sentence is done when no live beam can still enter its n-best. A live beam's raw
         # score s <= 0 only falls as tokens (log-probs <= 0) are added, and any completion has
@@ -231,8 +233,8 @@ def beam_search(
         # larger penalty raises it, so no completion normalises above
         # s / max(lp(t + 2), lp(limit + 1)): for alpha > 0 that is s over the penalty at the
         # length cap (not at the current length, which would stop too early), for alpha = 0
-        # just s. Once the beam has filled with k finished hypotheses and the nbest-th best
-        # of them reaches the bound, nothing left can change the result.
+        # just s. Once the nbest-th best finished hypothesis reaches the best live beam's
+        # bound, nothing left can change the result.
         best_live = live.max(dim=1).values.tolist()  # (n,)
         keep = []
         for position, sentence in enumerate(active):
@@ -242,7 +244,7 @@ def beam_search(
             done_list = finished[sentence]
             if bound == -math.inf:
                 continue
-            if len(done_list) >= k:
+            if len(done_list) >= nbest:
                 nth = sorted((f.normalised for f in done_list), reverse=True)[nbest - 1]
                 if nth >= bound:
                     continue
@@ -270,6 +272,15 @@ def beam_search(
         [f.hypothesis for f in sorted(done_list, key=lambda f: -f.normalised)[:nbest]]
         for done_list in finished
     ]
+
+
+def _extend(history: Tensor | None, step: Tensor, rows: Tensor) -> Tensor:
+    """The attention (m, L, H, t+1, S) of ``rows`` (m,): their ``history`` (N, L, H, t, S)
+    followed by this ``step``'s (N, L, H, S)."""
+    current = step.index_select(0, rows)[:, :, :, None]  # (m, L, H, 1, S)
+    if history is None:
+        return current
+    return torch.cat([history.index_select(0, rows), current], dim=3)
 
 
 def translate_batch(

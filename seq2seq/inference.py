@@ -42,7 +42,10 @@ class Translator:
         family = state["model_config"].get("family")
         try:
             model = build_model(
-                state["model_config"], tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
+                state["model_config"],
+                tokenizer.src_vocab_size,
+                tokenizer.tgt_vocab_size,
+                joint_vocab=tokenizer.joint,
             )
         except (KeyError, TypeError, ValueError, UserError) as err:
             raise UserError(

@@ -72,3 +72,26 @@ def test_two_half_batches_equal_one_full_batch(
     expected = dict(full.model.named_parameters())
     for name, param in accumulated.model.named_parameters():
         torch.testing.assert_close(param, expected[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_leftover_micro_batches_of_an_epoch_make_a_smaller_last_update(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
+    """With accum_steps not dividing the epoch's batches, the remainder is one more update."""
+    accum = 4
+    trainer = make_trainer(
+        synthetic_dir,
+        tmp_path,
+        "rnn",
+        [f"train.accum_steps={accum}", "train.max_epochs=1", "train.max_steps=1000"],
+    )
+    trainer.sampler.set_epoch(0)
+    batches = len(list(trainer.sampler))
+    assert batches % accum != 0, "the test needs a remainder"
+    seen: list[int] = []
+    update = trainer._update
+    trainer._update = lambda micro, window: (seen.append(len(micro)), update(micro, window))
+    trainer.run()
+    assert seen == [accum] * (batches // accum) + [batches % accum]
+    assert trainer.state.step == -(-batches // accum)
+    assert trainer.state.epoch == 1

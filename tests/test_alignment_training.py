@@ -79,7 +79,7 @@ def test_attention_learns_the_alignment(trained, synthetic_dir: Path) -> None:
     # The threshold is a real check: the same network untrained is far above it.
     config = translator.checkpoint["model_config"]
     tok = translator.tokenizer
-    untrained = build_model(config, tok.src_vocab_size, tok.tgt_vocab_size)
+    untrained = build_model(config, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint)
     baseline = evaluate_alignment(untrained, tok, gold, CPU)
     assert baseline.scores["aer"] > MAX_AER[family] + 0.3, baseline.layers
 

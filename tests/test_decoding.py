@@ -171,7 +171,11 @@ def naive_greedy(model: ToyModel, src: Tensor, src_mask: Tensor, limit: int) -> 
 def naive_beam(
     model: ToyModel, src: Tensor, src_mask: Tensor, k: int, alpha: float, limit: int
 ) -> list[tuple[float, list[int]]]:
-    """Every finished hypothesis (normalised score, tokens) of a beam run to the length cap."""
+    """Every finished hypothesis (normalised score, tokens) of a beam run to the length cap.
+
+    Each step ranks all extensions of the k live hypotheses, keeps the best 2k, sets aside
+    those ending in EOS and continues with the best k others (fairseq's scheme).
+    """
     live: list[tuple[float, list[int]]] = [(0.0, [])]
     finished = []
     while live:
@@ -183,12 +187,9 @@ def naive_beam(
                 if logp[token] > -math.inf:
                     candidates.append((score + logp[token].item(), tokens + [token]))
         candidates.sort(key=lambda c: -c[0])
-        live = []
-        for score, tokens in candidates[:k]:
-            if tokens[-1] == EOS_ID:
-                finished.append((score / lp(len(tokens), alpha), tokens[:-1]))
-            else:
-                live.append((score, tokens))
+        top = candidates[: 2 * k]
+        finished += [(sc / lp(len(tok), alpha), tok[:-1]) for sc, tok in top if tok[-1] == EOS_ID]
+        live = [(sc, tok) for sc, tok in top if tok[-1] != EOS_ID][:k]
     return sorted(finished, key=lambda f: -f[0])
 
 
@@ -223,15 +224,26 @@ def test_max_length_zero_gives_empty_hypotheses():
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
-def test_beam_one_equals_greedy(alpha: float):
+def test_beam_one_follows_greedy_and_keeps_the_better_ending(alpha: float):
+    """Width 1 extends greedy's path, but also sets aside the EOS ranked second on the way,
+    so it returns greedy's hypothesis or an earlier ending that scores better."""
     model = make_model(1)
     src, src_mask = make_batch(1, batch=8)
     greedy = greedy_search(model, src, src_mask, 1.5, 3, need_weights=True)
     beam = beam_search(model, src, src_mask, 1, alpha, 1.5, 3, need_weights=True)
-    for g, [b] in zip(greedy, beam, strict=True):
-        assert b.tokens == g.tokens
-        assert b.score == pytest.approx(g.score, abs=1e-5)
-        torch.testing.assert_close(b.attention, g.attention)
+    limits = limits_of(src_mask, 1.5, 3)
+    differs = 0
+    for i, (g, [b]) in enumerate(zip(greedy, beam, strict=True)):
+        reference = naive_beam(model, src[i], src_mask[i], 1, alpha, limits[i])
+        assert b.tokens == reference[0][1]
+        assert normalised(b, alpha) >= normalised(g, alpha) - 1e-6
+        if b.tokens == g.tokens:
+            assert b.score == pytest.approx(g.score, abs=1e-5)
+            torch.testing.assert_close(b.attention, g.attention)
+        else:
+            assert b.tokens == g.tokens[: len(b.tokens)]  # an ending on greedy's own path
+            differs += 1
+    assert differs < len(greedy)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -313,29 +325,42 @@ def test_attention_shape_sums_to_one_and_matches_teacher_forcing(beam_size: int)
         torch.testing.assert_close(hyp.attention, expected)
 
 
+def assert_exhaustive_nbest(
+    model: ToyModel,
+    src: Tensor,
+    src_mask: Tensor,
+    results: list[list[Hypothesis]],
+    vocab: int,
+    limit: int,
+    alpha: float,
+) -> None:
+    """Each 5-best list equals the best 5 of all hypotheses of at most ``limit`` tokens."""
+    content = [t for t in range(vocab) if t not in (PAD_ID, BOS_ID, EOS_ID)]
+    everything = [
+        list(seq) for n in range(limit + 1) for seq in itertools.product(content, repeat=n)
+    ]
+    for i, hyps in enumerate(results):
+        scored = [
+            (teacher_force(model, src[i], src_mask[i], seq)[0] / lp(len(seq) + 1, alpha), seq)
+            for seq in everything
+        ]
+        scored.sort(key=lambda s: -s[0])
+        top = scored[:5]
+        assert [h.tokens for h in hyps] == [seq for _, seq in top]
+        assert [normalised(h, alpha) for h in hyps] == pytest.approx(
+            [score for score, _ in top], abs=1e-5
+        )
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_wide_beam_finds_the_exhaustive_best_on_a_tiny_vocabulary(alpha: float):
     """V = 6 leaves 3 content tokens; with at most 3 tokens there are 40 hypotheses in all."""
     vocab, limit = 6, 3
     model = make_model(6, tgt_vocab=vocab)
     src, src_mask = make_batch(6, batch=3, max_src=4)
-    content = [t for t in range(vocab) if t not in (PAD_ID, BOS_ID, EOS_ID)]
     # a beam as wide as the widest step (9 live beams x 4 continuations) never prunes
     results = beam_search(model, src, src_mask, 40, alpha, 0.0, limit, nbest=5)
-    for i, hyps in enumerate(results):
-        everything = [
-            list(seq) for n in range(limit + 1) for seq in itertools.product(content, repeat=n)
-        ]
-        assert len(everything) == 40
-        scored = [
-            (teacher_force(model, src[i], src_mask[i], seq)[0] / lp(len(seq) + 1, alpha), seq)
-            for seq in everything
-        ]
-        scored.sort(key=lambda s: -s[0])
-        assert [h.tokens for h in hyps] == [seq for _, seq in scored[:5]]
-        assert [normalised(h, alpha) for h in hyps] == pytest.approx(
-            [s for s, _ in scored[:5]], abs=1e-5
-        )
+    assert_exhaustive_nbest(model, src, src_mask, results, vocab, limit, alpha)
 
 
 def test_translate_batch_dispatches_and_checks_nbest():
@@ -375,3 +400,18 @@ def test_length_penalty_lets_a_long_confident_hypothesis_beat_a_short_one_found_
             assert hyps[0].tokens == tokens
             assert hyps[0].score == pytest.approx(score, abs=1e-5)
     assert all(h.tokens == [] for h in greedy_search(model, src, src_mask, 0.0, cap))
+
+
+@pytest.mark.parametrize("seed", [6, 7, 8])
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0])
+def test_finished_hypotheses_do_not_narrow_the_beam(seed: int, alpha: float):
+    """A model that often ends early: with V = 6 (3 content tokens) and at most 3 tokens, at
+    most 27 prefixes are ever live at once, so a beam of 27 that keeps 27 live beams whatever
+    ends sees all 40 hypotheses and must return the exhaustive n-best. A beam whose endings
+    take live places (today's 36 extensions of 9 prefixes into 27 places) prunes some."""
+    vocab, limit = 6, 3
+    torch.manual_seed(seed)
+    model = ToyModel(vocab, dim=DIM, sharpness=SHARPNESS, eos_slope=-1.5).eval()  # EOS early
+    src, src_mask = make_batch(seed, batch=4, max_src=4)
+    results = beam_search(model, src, src_mask, 27, alpha, 0.0, limit, nbest=5)
+    assert_exhaustive_nbest(model, src, src_mask, results, vocab, limit, alpha)

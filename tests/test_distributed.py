@@ -9,18 +9,24 @@ step), so the same update up to floating-point summation order.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from seq2seq.data.pipeline import prepare_data
+from seq2seq.training import validation
 from seq2seq.training.distributed import init_distributed, shutdown_distributed
 from seq2seq.training.trainer import Trainer
 from tests.conftest import compose_config, tiny_overrides
@@ -53,8 +59,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ddp_worker(rank: int, world: int, port: int, overrides: list[str], work: str) -> None:
-    """One rank: join the gloo group the way torchrun would, train, dump the parameters."""
+def ddp_worker(
+    rank: int,
+    world: int,
+    port: int,
+    overrides: list[str],
+    work: str,
+    timeout_s: float | None = None,
+    slow_decoding_s: float = 0.0,
+) -> None:
+    """One rank: join the gloo group the way torchrun would, train, dump the parameters.
+
+    ``timeout_s`` sets the group's collective timeout; ``slow_decoding_s`` makes every
+    validation decoding call on this rank take at least that long.
+    """
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -64,6 +82,16 @@ def ddp_worker(rank: int, world: int, port: int, overrides: list[str], work: str
     )
     torch.set_num_threads(1)
     cfg = compose_config("train", overrides)
+    if timeout_s is not None:  # init_distributed joins a group that already exists
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
+    if slow_decoding_s:
+        decode = validation.decode_corpus
+
+        def slow_decode(*args: Any) -> Any:
+            time.sleep(slow_decoding_s)
+            return decode(*args)
+
+        validation.decode_corpus = slow_decode
     ctx, device = init_distributed("cpu")
     try:
         trainer = Trainer(cfg, Path(work) / f"run{rank}", ctx, device)
@@ -161,3 +189,65 @@ def test_torchrun_cli_resumes_under_ddp(synthetic_dir: Path, tmp_path: Path) -> 
     # Each run's rank 0 wrote one event file; resumed logging starts after step 2.
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 2
     assert (run_dir / "checkpoints" / "step_00000002.pt").is_file()
+
+
+def spawn(overrides: list[str], work: Path, *extra: float) -> None:
+    """Two gloo ranks of ``ddp_worker`` on a fresh port."""
+    mp.start_processes(
+        ddp_worker,
+        args=(2, free_port(), overrides, str(work), *extra),
+        nprocs=2,
+        start_method="spawn",
+    )
+
+
+def test_a_resumed_ddp_run_with_dropout_equals_an_unbroken_one(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
+    """Each rank draws its own dropout masks (seed + rank); a resume restores each rank's own
+    random state, so killing after step 2's checkpoint and resuming changes nothing."""
+    steps = 4
+    overrides = [
+        *small_run(synthetic_dir, tmp_path, steps),
+        "train.valid_every=2",
+        "train.keep_last=5",
+        "model.dropout=0.2",
+    ]
+    prepare_data(compose_config("train", overrides).data, logging.getLogger(__name__))
+    spawn(overrides, tmp_path / "unbroken")
+    checkpoint = tmp_path / "unbroken" / "run0" / "checkpoints" / "step_00000002.pt"
+    saved = torch.load(checkpoint, weights_only=True)
+    ranks = saved["rng_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    spawn([*overrides, f"train.resume={checkpoint}"], tmp_path / "resumed")
+
+    unbroken = torch.load(tmp_path / "unbroken" / "params0.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "params0.pt", weights_only=True)
+    assert unbroken["step"] == resumed["step"] == steps
+    for name, value in unbroken["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
+
+
+def test_a_validation_longer_than_the_collective_timeout(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
+    """Every rank decodes its share of the validation set: nobody waits in a collective for
+    the whole validation, so one longer than the group's timeout does not kill the job."""
+    timeout_s, decoding_s = 8.0, 12.0
+    overrides = [*small_run(synthetic_dir, tmp_path, 2), "train.valid_every=2"]
+    prepare_data(compose_config("train", overrides).data, logging.getLogger(__name__))
+    spawn(overrides, tmp_path, timeout_s, decoding_s)
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"params{rank}.pt", weights_only=True)["step"] == 2
+    metrics = json.loads((tmp_path / "run0" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["valid"]["valid_bleu"] >= 0.0
+
+
+def test_sharded_validation_equals_one_process(ddp_run: Path, synthetic_dir: Path) -> None:
+    """Rank 0's validation, gathered from both ranks' halves, scores every sentence."""
+    last = torch.load(ddp_run / "run0" / "checkpoints" / "last.pt", weights_only=True)
+    cfg = compose_config("train", [*small_run(synthetic_dir, ddp_run), "train.accum_steps=2"])
+    trainer = Trainer(cfg, ddp_run / "check", *init_distributed("cpu"))
+    trainer.model.load_state_dict(last["model"])
+    result = trainer._validate_and_save()
+    assert result.bleu == last["train_state"]["best_bleu"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from seq2seq.models.base import select_batch
 from seq2seq.models.multihead import MultiHeadAttention, scaled_dot_product
 
 B, TQ, TK, D, H = 3, 5, 7, 16, 4
@@ -187,8 +188,17 @@ def test_step_with_cache_matches_causal_forward(kind: str) -> None:
         out, cache = mod.step(x[:, t : t + 1], cache)
         torch.testing.assert_close(out[:, 0], full[:, t], atol=1e-5, rtol=0)
     if kind == "softmax":
-        assert cache.length == steps and cache.keys.shape[:2] == (B, H)  # batch first
-        assert cache.keys.size(2) >= steps and cache.keys.size(3) == D // H
+        assert cache.length == steps and cache.keys.shape[::2] == (B, H)  # batch first
+        assert cache.keys.size(1) >= steps and cache.keys.size(3) == D // H
+        keys, values = cache.used()
+        assert keys.shape == values.shape == (B, H, steps, D // H)
+        # reordering copies the used positions and keeps the room: the next step still fits
+        index = torch.tensor([1, 1, 0])[:B]
+        with torch.no_grad():  # as in search
+            picked = select_batch(cache, index)
+        assert picked.keys.size(1) == cache.keys.size(1) and picked.length == steps
+        torch.testing.assert_close(picked.used()[0], keys[index], rtol=0, atol=0)
+        torch.testing.assert_close(picked.used()[1], values[index], rtol=0, atol=0)
 
 
 def test_causal_attention_rejects_a_key_mask() -> None:

@@ -76,16 +76,29 @@ def model_score(translator: Translator, src: Tensor, src_mask: Tensor, tokens: l
     return float(logp.gather(1, tgt[0, 1:, None]).sum())
 
 
-def test_beam_one_equals_greedy(trained) -> None:
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_beam_one_follows_greedy_and_keeps_the_better_ending(trained, alpha: float) -> None:
+    """Width 1 keeps one live beam, greedy's path, and sets aside every EOS among the top 2
+    on the way: it returns greedy's hypothesis, or one that ends earlier or later on that
+    path and scores better once normalised."""
     translator, src, src_mask = trained
     greedy = greedy_search(translator.model, src, src_mask, MAX_LEN_A, MAX_LEN_B, need_weights=True)
     beam = beam_search(
-        translator.model, src, src_mask, 1, 1.0, MAX_LEN_A, MAX_LEN_B, need_weights=True
+        translator.model, src, src_mask, 1, alpha, MAX_LEN_A, MAX_LEN_B, need_weights=True
     )
+    same = 0
     for g, [b] in zip(greedy, beam, strict=True):
-        assert b.tokens == g.tokens
-        assert b.score == pytest.approx(g.score, abs=1e-4)
-        torch.testing.assert_close(b.attention, g.attention)
+        assert (
+            b.score / lp(len(b.tokens) + 1, alpha) >= g.score / lp(len(g.tokens) + 1, alpha) - 1e-4
+        )
+        if b.tokens == g.tokens:
+            same += 1
+            assert b.score == pytest.approx(g.score, abs=1e-4)
+            torch.testing.assert_close(b.attention, g.attention)
+        else:
+            shorter, longer = sorted([b.tokens, g.tokens], key=len)
+            assert longer[: len(shorter)] == shorter  # one path, ended at another step
+    assert same > len(greedy) // 2
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.config import TransformerConfig
+from seq2seq.config import RNNConfig, TransformerConfig
 from seq2seq.inference import DecodeOptions, decode_corpus
 from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID, select_batch
+from seq2seq.models.build import build_model
 from seq2seq.models.transformer import TransformerSeq2Seq, TransformerState
 
 V, B, S, T = 13, 3, 7, 6
@@ -23,6 +24,7 @@ def make_model(
     encoder_self_attention: str = "softmax",
     decoder_self_attention: str = "softmax",
     src_vocab: int = V,
+    joint_vocab: bool = True,
 ) -> TransformerSeq2Seq:
     """2 + 2 layers, d 32, 2 heads, with dropout on (eval mode must turn it off)."""
     return TransformerSeq2Seq(
@@ -41,6 +43,7 @@ def make_model(
         tie_embeddings=True,
         encoder_self_attention=encoder_self_attention,
         decoder_self_attention=decoder_self_attention,
+        joint_vocab=joint_vocab,
     ).eval()
 
 
@@ -160,10 +163,29 @@ def test_select_batch_reorders_memory_and_state(kind: str) -> None:
 def test_embedding_tying() -> None:
     joint = make_model()
     assert joint.src_embed.weight is joint.tgt_embed.weight is joint.out_proj.weight
-    separate = make_model(src_vocab=V + 5)
+    separate = make_model(src_vocab=V + 5, joint_vocab=False)
     assert separate.tgt_embed.weight is separate.out_proj.weight
     assert separate.src_embed.weight is not separate.tgt_embed.weight
     assert separate.src_embed.weight.shape == (V + 5, 32)
+    with pytest.raises(ValueError, match="joint vocabulary has one size"):
+        make_model(src_vocab=V + 5, joint_vocab=True)
+
+
+def test_separate_vocabularies_of_equal_size_keep_distinct_source_embeddings() -> None:
+    """Two SentencePiece models of the same size give id 57 to different pieces: no tying."""
+    cfg = asdict(replace(TransformerConfig(), d_model=16, heads=2, ff_dim=32))
+    separate = build_model(cfg, V, V, joint_vocab=False)
+    joint = build_model(cfg, V, V, joint_vocab=True)
+    assert separate.tgt_embed.weight is separate.out_proj.weight
+    assert separate.src_embed.weight is not separate.tgt_embed.weight
+    names = dict(separate.named_parameters())  # named_parameters lists a shared tensor once
+    assert "src_embed.weight" in names and "tgt_embed.weight" in names
+    assert joint.src_embed.weight is joint.tgt_embed.weight is joint.out_proj.weight
+    assert "tgt_embed.weight" not in dict(joint.named_parameters())  # one tensor, listed once
+    # the RNN never ties its source embedding, whatever the vocabulary
+    rnn_cfg = asdict(replace(RNNConfig(), emb_dim=8, hidden_size=8, attn_dim=8))
+    rnn = build_model(rnn_cfg, V, V, joint_vocab=True)
+    assert rnn.src_embed.weight is not rnn.tgt_embed.weight
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])
@@ -221,6 +243,7 @@ def test_tiny_transformer_learns_to_reverse(kind: str) -> None:
         tie_embeddings=True,
         encoder_self_attention=kind,
         decoder_self_attention=kind,
+        joint_vocab=True,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     for _ in range(400):  # ~2-3 s on one CPU thread

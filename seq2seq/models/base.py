@@ -62,7 +62,15 @@ class Seq2SeqModel(Protocol):
 
 
 def select_batch(tree: Any, index: Tensor) -> Any:
-    """Pick rows ``index`` along the batch dimension of every tensor in a nest."""
-    return _pytree.tree_map(
-        lambda t: t.index_select(0, index) if isinstance(t, torch.Tensor) else t, tree
-    )
+    """Pick rows ``index`` along the batch dimension of every tensor in a nest.
+
+    A node with a ``select_rows(index)`` method (a cache not stored batch first, or one with
+    unused room) selects its own rows; every other tensor is batch first.
+    """
+
+    def select(node: Any) -> Any:
+        if hasattr(node, "select_rows"):
+            return node.select_rows(index)
+        return node.index_select(0, index) if isinstance(node, torch.Tensor) else node
+
+    return _pytree.tree_map(select, tree, is_leaf=lambda node: hasattr(node, "select_rows"))

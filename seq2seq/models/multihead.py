@@ -43,28 +43,51 @@ ATTENTION_KINDS = ("softmax", "efficient")
 
 
 class KVCache(NamedTuple):
-    """Keys and values of the positions decoded so far; batch first, so search can reorder.
+    """Keys and values of the positions decoded so far; batch first, then time.
 
     The buffers have room for ``capacity >= length`` positions and double when full, so a
     step writes one position in place instead of copying the whole prefix (which made the
     cache's concatenation a third of greedy decoding time at batch 150). So a cache may be
     stepped once: to branch (as beam search does), copy it with ``select_batch`` first.
+    With time before heads, a row's decoded positions are one contiguous block, so
+    reordering the batch (every beam-search step) copies only those, straight into the new
+    buffer, and never the unused room.
     """
 
-    keys: Tensor  # (B, H, capacity, d_h); positions >= length are unused
-    values: Tensor  # (B, H, capacity, d_h)
+    keys: Tensor  # (B, capacity, H, d_h); positions >= length are unused
+    values: Tensor  # (B, capacity, H, d_h)
     length: int  # positions decoded so far
 
     def append(self, k: Tensor, v: Tensor) -> KVCache:
         """The cache with one more position, ``k``/``v`` (B, H, 1, d_h), written in place."""
         keys, values, t = self
-        if t == keys.size(2):  # full: double the room (8 positions to start with)
-            batch, heads, _, dim = keys.shape
-            room = keys.new_empty(batch, heads, max(t, 8), dim)
-            keys, values = torch.cat([keys, room], dim=2), torch.cat([values, room], dim=2)
-        keys[:, :, t : t + 1] = k
-        values[:, :, t : t + 1] = v
+        if t == keys.size(1):  # full: double the room (8 positions to start with)
+            batch, _, heads, dim = keys.shape
+            room = keys.new_empty(batch, max(t, 8), heads, dim)
+            keys, values = torch.cat([keys, room], dim=1), torch.cat([values, room], dim=1)
+        keys[:, t] = k[:, :, 0]
+        values[:, t] = v[:, :, 0]
         return KVCache(keys, values, t + 1)
+
+    def used(self) -> tuple[Tensor, Tensor]:
+        """Keys and values (B, H, length, d_h) of the decoded positions (strided views)."""
+        t = self.length
+        return self.keys[:, :t].transpose(1, 2), self.values[:, :t].transpose(1, 2)
+
+    def select_rows(self, index: Tensor) -> KVCache:
+        """Rows ``index`` (N,) of the batch, in a new buffer of the same capacity."""
+        t = self.length
+        if torch.is_grad_enabled() and self.keys.requires_grad:  # out= does not differentiate
+            used = (
+                self.keys[:, :t].index_select(0, index),
+                self.values[:, :t].index_select(0, index),
+            )
+            return KVCache(*used, t)  # no room: the next append makes some
+        keys = self.keys.new_empty(index.numel(), *self.keys.shape[1:])
+        values = torch.empty_like(keys)
+        torch.index_select(self.keys[:, :t], 0, index, out=keys[:, :t])  # (N, t, H, d_h)
+        torch.index_select(self.values[:, :t], 0, index, out=values[:, :t])
+        return KVCache(keys, values, t)
 
 
 def scaled_dot_product(
@@ -163,11 +186,9 @@ class MultiHeadAttention(nn.Module):
             out, cache = causal_efficient_step(q, k, v, cache)  # (B, H, 1, d_h)
         else:
             cache = cache.append(k, v)
-            t = cache.length
+            keys, values = cache.used()  # (B, H, t, d_h) each
             # the newest query may see every cached key: no causal mask
-            out = self._fast(
-                q, cache.keys[:, :, :t], cache.values[:, :, :t], None, causal=False
-            )  # (B, H, 1, d_h)
+            out = self._fast(q, keys, values, None, causal=False)  # (B, H, 1, d_h)
         return self._merge_heads(out), cache
 
     def empty_cache(self, batch: int, like: Tensor) -> KVCache | EfficientState:
@@ -177,7 +198,7 @@ class MultiHeadAttention(nn.Module):
             context = like.new_zeros(batch, self.heads, self.head_dim, self.head_dim)
             log_norm = like.new_full((batch, self.heads, self.head_dim), float("-inf"))
             return EfficientState(context, log_norm)  # (B, H, d_h, d_h), (B, H, d_h)
-        empty = like.new_zeros(batch, self.heads, 0, self.head_dim)  # (B, H, 0, d_h)
+        empty = like.new_zeros(batch, 0, self.heads, self.head_dim)  # (B, 0, H, d_h)
         return KVCache(empty, empty, 0)
 
     def _mask(

@@ -180,7 +180,9 @@ class TransformerSeq2Seq(nn.Module):
     """Encoder–decoder Transformer implementing the ``Seq2SeqModel`` interface.
 
     ``tie_embeddings`` shares the target embedding with the output projection, and also the
-    source embedding when ``src_vocab == tgt_vocab`` (a joint vocabulary).
+    source embedding when ``joint_vocab`` (one SentencePiece model for both languages): equal
+    sizes are no evidence, since two separate vocabularies of the same size give the same id
+    to different pieces.
     ``encoder_self_attention`` / ``decoder_self_attention`` pick ``softmax`` or ``efficient``
     (linear) self-attention; cross-attention is always softmax.
     """
@@ -202,8 +204,11 @@ class TransformerSeq2Seq(nn.Module):
         tie_embeddings: bool,
         encoder_self_attention: str,
         decoder_self_attention: str,
+        joint_vocab: bool = False,
     ) -> None:
         super().__init__()
+        if joint_vocab and src_vocab != tgt_vocab:
+            raise ValueError(f"a joint vocabulary has one size, got {src_vocab} and {tgt_vocab}")
         if positional not in POSITIONAL_KINDS:
             raise ValueError(
                 f"unknown positional {positional!r}; valid: {', '.join(POSITIONAL_KINDS)}"
@@ -249,7 +254,7 @@ class TransformerSeq2Seq(nn.Module):
             nn.init.zeros_(embed.weight[PAD_ID])
         if tie_embeddings:
             self.out_proj.weight = self.tgt_embed.weight
-            if src_vocab == tgt_vocab:
+            if joint_vocab:
                 self.src_embed.weight = self.tgt_embed.weight
 
     def _embed(self, table: nn.Embedding, tokens: Tensor, positions: Tensor) -> Tensor:

@@ -11,8 +11,12 @@ from seq2seq.errors import UserError
 
 
 def inverse_sqrt_factor(step: int, warmup_steps: int) -> float:
-    """Linear warmup to 1 at ``warmup_steps``, then decay as sqrt(warmup / step) ("Noam")."""
-    step = max(step, 1)
+    """Linear warmup to 1 at ``warmup_steps``, then decay as sqrt(warmup / step) ("Noam").
+
+    ``step`` counts updates from 1: the k-th update runs at ``inverse_sqrt_factor(k)``.
+    """
+    if step < 1:
+        raise ValueError(f"updates count from 1, got step {step}")
     warmup = max(warmup_steps, 1)
     return min(step / warmup, math.sqrt(warmup / step))
 
@@ -22,8 +26,10 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
     """The per-step schedule (inverse_sqrt, constant) or the per-validation one (plateau)."""
     if cfg.schedule == "inverse_sqrt":
+        # LambdaLR asks for the factor of the update about to run with the number of updates
+        # done so far (0 before the first): update k runs at the schedule's value at k.
         return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: inverse_sqrt_factor(step, cfg.warmup_steps)
+            optimizer, lambda done: inverse_sqrt_factor(done + 1, cfg.warmup_steps)
         )
     if cfg.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

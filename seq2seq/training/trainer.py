@@ -11,6 +11,7 @@ import random
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from seq2seq.alignment_eval import gold_from_config
 from seq2seq.config import TrainAppConfig
@@ -28,16 +28,26 @@ from seq2seq.config_checks import check_config
 from seq2seq.data.batching import Batch, ParallelDataset, TokenBatchSampler, make_loader
 from seq2seq.data.pipeline import EncodedCorpus, PreparedData, prepare_data
 from seq2seq.errors import Interrupted, UserError
+from seq2seq.evaluation import Score
 from seq2seq.models.build import build_model
-from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint
+from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint, rank_rng_state
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.loss import label_smoothed_loss
+from seq2seq.training.report import (
+    BudgetBar,
+    RunReport,
+    best_weights,
+    load_test_sets,
+    metric_name,
+    score_test_sets,
+)
 from seq2seq.training.resume import restore_optimization
 from seq2seq.training.run_dir import run_directory
 from seq2seq.training.schedule import build_optimizer, build_scheduler
 from seq2seq.training.validation import (
     Probe,
     ValidResult,
+    decode_options,
     log_alignment_scores,
     log_gold_alignments,
     log_probes,
@@ -57,6 +67,7 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
     best_bleu: float = -1.0
+    best_step: int = -1  # the step of best.pt
     bad_validations: int = 0  # validations since BLEU last improved
     last_valid_step: int = -1
 
@@ -109,12 +120,15 @@ class Trainer:
         if not ctx.is_main:
             ctx.barrier()
         self.data: PreparedData = prepare_data(cfg.data, log)
+        self.test_sets = load_test_sets(cfg)  # a bad split fails now, not after training
         if ctx.is_main:
             ctx.barrier()
         tok = self.data.tokenizer
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         self.model_config: dict[str, Any] = model_cfg  # type: ignore[assignment]
-        self.model = build_model(self.model_config, tok.src_vocab_size, tok.tgt_vocab_size)
+        self.model = build_model(
+            self.model_config, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint
+        )
         self.model.to(device)
         self.optimizer = build_optimizer(list(self.model.parameters()), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
@@ -157,7 +171,7 @@ class Trainer:
             "model: %s, %.2fM parameters, device %s", model_cfg["family"], n_params / 1e6, device
         )
         if resume_state is not None:  # last: building the loaders above draws from the RNG
-            restore_rng(resume_state["rng"])
+            self._restore_rng(resume_state)
 
     # ----------------------------------------------------------------------- the loop
 
@@ -166,13 +180,7 @@ class Trainer:
         cfg, state = self.cfg.train, self.state
         started = time.monotonic()
         result: ValidResult | None = None
-        progress = tqdm(
-            total=cfg.max_steps,
-            initial=state.step,
-            disable=not (cfg.progress and self.ctx.is_main),
-            dynamic_ncols=True,
-            desc="train",
-        )
+        progress = BudgetBar(cfg, state.step, started, enabled=cfg.progress and self.ctx.is_main)
         window = Window()
         with StopRequested() as stop:
             # a resumed run may already be done: killed after its last step was saved
@@ -186,14 +194,9 @@ class Trainer:
                 # one mid-epoch, so fork the RNG to keep dropout identical to an unbroken run.
                 with torch.random.fork_rng(devices=[]):
                     batches = iter(self.loader)
-                micro: list[Batch] = []
-                for batch in batches:
-                    micro.append(batch)
-                    state.batch_in_epoch += 1
-                    if len(micro) < cfg.accum_steps:
-                        continue
+                for micro in accumulation_groups(batches, cfg.accum_steps):
+                    state.batch_in_epoch += len(micro)
                     self._update(micro, window)
-                    micro = []
                     if state.step % cfg.log_every == 0:
                         self._log_train(window, progress)
                     if state.step % cfg.valid_every == 0:
@@ -207,12 +210,31 @@ class Trainer:
                     state.batch_in_epoch = 0
         progress.close()
         log.info("stopping: %s (step %d, epoch %d)", stop_reason, state.step, state.epoch)
+        signalled = stop_reason.startswith("signal")
         if state.last_valid_step != state.step:
+            if signalled:  # save first: a cluster's grace period may end during validation
+                self._save(is_best=False)
             result = self._validate_and_save()
+        test = {} if signalled else self._test_best()
         if self.writer is not None:
             self.writer.close()
-        summary = self._summary(result)
-        if stop_reason.startswith("signal"):  # every rank, so every rank's exit status says so
+        summary = self._summary(result, test)
+        if self.ctx.is_main:
+            report = RunReport(
+                stop_reason,
+                state.step,
+                state.epoch,
+                (time.monotonic() - started) / 60,
+                state.best_bleu,
+                state.best_step,
+                self.run_dir,
+                test,
+                {k: v for k, v in summary.items() if k.startswith("valid_")},
+                self.data.valid.raw.src[0] if self.data.valid.raw.src else "Hello.",
+            )
+            report.write()
+            log.info("%s", report.summary())
+        if signalled:  # every rank, so every rank's exit status says so
             signum = stop.signum or signal.SIGTERM  # a signal that reached another rank only
             checkpoint = self.run_dir / "checkpoints" / "last.pt"
             message = (
@@ -312,14 +334,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------- logging
 
-    def _log_train(self, window: Window, progress: tqdm) -> None:
+    def _log_train(self, window: Window, progress: BudgetBar) -> None:
         """Read the accumulated scalars (the only host sync of the interval) and log them."""
         stats = window.flush(self.ctx, self.device)
         lr = self.optimizer.param_groups[0]["lr"]
-        progress.update(self.state.step - progress.n)
-        progress.set_postfix(
-            loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{stats['tokens_per_sec']:.0f}"
-        )
+        figures = {"loss": f"{stats['loss']:.3f}", "lr": f"{lr:.2e}"}
+        progress.show(self.state.step, {**figures, "tok_s": f"{stats['tokens_per_sec']:.0f}"})
         if self.writer is None:
             return
         for name, value in stats.items():
@@ -338,28 +358,31 @@ class Trainer:
 
     # ----------------------------------------------------------------------- validation
 
-    def _validate_and_save(self) -> ValidResult | None:
-        """Validate on rank 0, update the schedule and early stopping, write checkpoints."""
+    def _validate_and_save(self) -> ValidResult:
+        """Validate (sharded over ranks), update the schedule and early stopping, save."""
         state = self.state
         state.last_valid_step = state.step
-        result, improved = None, False
+        # Every rank gets the same gathered hypotheses, hence the same BLEU, so plateau LR
+        # and early stopping stay in step without another collective.
+        result = validate(
+            self.model,
+            self.valid_batches,
+            self.data.valid,
+            self.data.tokenizer,
+            self.cfg.valid,
+            self.device,
+            self._autocast(),
+            self.align_gold,
+            self.ctx,
+        )
+        improved = result.bleu > state.best_bleu
+        if improved:
+            state.best_bleu = result.bleu
+            state.best_step = state.step
+            state.bad_validations = 0
+        else:
+            state.bad_validations += 1
         if self.ctx.is_main:
-            result = validate(
-                self.model,
-                self.valid_batches,
-                self.data.valid,
-                self.data.tokenizer,
-                self.cfg.valid,
-                self.device,
-                self._autocast(),
-                self.align_gold,
-            )
-            improved = result.bleu > state.best_bleu
-            if improved:
-                state.best_bleu = result.bleu
-                state.bad_validations = 0
-            else:
-                state.bad_validations += 1
             self._log_valid(result)
             if self.probes:
                 log_probes(
@@ -382,17 +405,17 @@ class Trainer:
                     self.writer,
                     state.step,
                 )
-        # Every rank follows rank 0's BLEU so plateau LR and early stopping stay in step.
-        bleu = self.ctx.sum(result.bleu if result else 0.0, self.device)
-        state.bad_validations = int(
-            self.ctx.sum(float(state.bad_validations) if result else 0.0, self.device)
-        )
         if not self.per_step_schedule:
-            self.scheduler.step(bleu)
-        if self.ctx.is_main:  # after the schedule update, so a resumed run continues it exactly
-            self.keeper.save(self.checkpoint_state(), state.step, is_best=improved)
-        self.ctx.barrier()
+            self.scheduler.step(result.bleu)
+        self._save(is_best=improved)  # after the schedule update, so a resume continues it exactly
         return result
+
+    def _save(self, is_best: bool) -> None:
+        """Write this step's checkpoint on rank 0, with every rank's RNG states (all ranks call)."""
+        rng_ranks = self.ctx.gather(rng_state())
+        if self.ctx.is_main:
+            self.keeper.save(self.checkpoint_state(rng_ranks), self.state.step, is_best=is_best)
+        self.ctx.barrier()
 
     def _log_valid(self, result: ValidResult) -> None:
         step = self.state.step
@@ -415,8 +438,47 @@ class Trainer:
         if result.alignment is not None:
             log_alignment_scores(self.writer, result.alignment, step)
 
-    def _summary(self, result: ValidResult | None) -> dict[str, float]:
+    def _test_best(self) -> dict[str, dict[str, Score]]:
+        """Score ``best.pt`` on the test sets, logged with signatures and to TensorBoard."""
+        if not self.test_sets:
+            return {}
+        model = self.model
+        if self.state.best_step != self.state.step:  # another model: self.model stays final
+            tok = self.data.tokenizer
+            model = build_model(
+                self.model_config, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint
+            )
+            model.load_state_dict(best_weights(self.run_dir / "checkpoints" / "best.pt", self.ctx))
+            model.to(self.device)
+        results = score_test_sets(
+            model,
+            self.data.tokenizer,
+            self.test_sets,
+            decode_options(self.cfg.decode),
+            self.device,
+            self.ctx,
+            self._autocast(),
+        )
+        if self.ctx.is_main:
+            self._log_test(results)
+        return results
+
+    def _log_test(self, results: dict[str, dict[str, Score]]) -> None:
+        assert self.writer is not None
+        for split, scores in results.items():
+            for score in scores.values():
+                name = metric_name(score)
+                log.info("test %s | %s %.2f | %s", split, name, score.score, score.signature)
+                self.writer.add_scalar(f"test/{split}/{score.name}", score.score, self.state.step)
+            signatures = "  \n".join(score.signature for score in scores.values())
+            self.writer.add_text(f"test/{split}/signature", signatures, self.state.step)
+
+    def _summary(
+        self, result: ValidResult | None, test: dict[str, dict[str, Score]]
+    ) -> dict[str, float]:
         summary = {"step": float(self.state.step), "best_bleu": self.state.best_bleu}
+        for split, scores in test.items():
+            summary.update({f"test_{split}_{name}": score.score for name, score in scores.items()})
         if result is not None:
             summary.update(
                 valid_loss=result.loss,
@@ -431,8 +493,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------- checkpoints
 
-    def checkpoint_state(self) -> dict[str, Any]:
-        """Everything needed to translate and to resume exactly; plain tensors and builtins."""
+    def checkpoint_state(self, rng_ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Everything needed to translate and to resume exactly; plain tensors and builtins.
+
+        ``rng_ranks``: every rank's RNG states, in rank order (default: this process's).
+        """
+        rng_ranks = rng_ranks or [rng_state()]
         return {
             "model": self.model.state_dict(),
             "model_config": self.model_config,
@@ -442,7 +508,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "train_state": asdict(self.state),
-            "rng": rng_state(),
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,  # each rank draws its own dropout masks: resume each exactly
             "run_id": self.run_id,
         }
 
@@ -458,6 +525,20 @@ class Trainer:
             resume = path
         log.info("resuming from %s", resume)
         return load_checkpoint(resume)
+
+    def _restore_rng(self, ckpt: dict[str, Any]) -> None:
+        """Each rank continues its own random streams (dropout), as saved."""
+        saved = len(ckpt.get("rng_ranks") or [None])
+        if saved != self.ctx.world_size and self.ctx.is_main:
+            log.warning(
+                "train.resume: the checkpoint's run had %d rank(s), this one %d: ranks other "
+                "than 0 draw fresh random streams, so dropout differs from an unbroken run",
+                saved,
+                self.ctx.world_size,
+            )
+        state = rank_rng_state(ckpt, self.ctx.rank, self.ctx.world_size)
+        if state is not None:
+            restore_rng(state)
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         family = ckpt["model_config"].get("family")
@@ -522,6 +603,19 @@ class Window:
         }
         self._reset()
         return stats
+
+
+def accumulation_groups(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+    """Consecutive groups of ``size`` micro-batches, one update each; the epoch's last group
+    may be smaller, so no batch goes unused (its update is normalised by its own tokens)."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def fitting(corpus: EncodedCorpus, max_positions: int | None) -> EncodedCorpus:

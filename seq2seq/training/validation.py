@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from seq2seq.alignment_eval import (
     scorable,
     word_scores,
 )
-from seq2seq.config import ValidConfig
+from seq2seq.config import DecodeConfig, ValidConfig
 from seq2seq.data.batching import Batch
 from seq2seq.data.pipeline import EncodedCorpus
 from seq2seq.data.tokenizer import Tokenizer
@@ -28,7 +27,8 @@ from seq2seq.evaluation import Score, corpus_scores
 from seq2seq.heatmaps import attention_figure, figure_to_array, head_grid_figure
 from seq2seq.inference import DecodeOptions, clip_sources, decode_corpus
 from seq2seq.models.base import BOS_ID, PAD_ID
-from seq2seq.training.loss import label_smoothed_loss
+from seq2seq.training.distributed import Distributed
+from seq2seq.training.loss import label_smoothed_loss, perplexity
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class ValidResult:
         return self.scores["bleu"].score
 
 
-def decode_options(cfg: ValidConfig, need_weights: bool = False) -> DecodeOptions:
-    """Decoding settings for validation from the ``valid`` config."""
+def decode_options(cfg: ValidConfig | DecodeConfig, need_weights: bool = False) -> DecodeOptions:
+    """Search settings from the ``valid`` config (validation) or ``decode`` (the final test)."""
     return DecodeOptions(
         beam_size=cfg.beam_size,
         length_penalty=cfg.length_penalty,
@@ -80,30 +80,58 @@ def validate(
     device: torch.device,
     autocast: AbstractContextManager,
     gold: GoldSet | None = None,
+    ctx: Distributed | None = None,
 ) -> ValidResult:
-    """Teacher-forced loss, decoded BLEU/chrF, and AER of the attention when ``gold`` is given."""
+    """Teacher-forced loss, decoded BLEU/chrF, and AER of the attention when ``gold`` is given.
+
+    Under DDP every rank calls this: each takes every ``world_size``-th loss batch and
+    sentence, and the sums and hypotheses are gathered, so every rank returns the same
+    scores and none waits in a collective while another decodes the whole set (a long beam
+    validation would outlast the collective timeout). AER is measured on rank 0 only.
+    """
+    ctx = ctx or Distributed()
     model.eval()
     nll_sum, tokens = 0.0, 0
-    for batch in batches:
+    for batch in batches[ctx.rank :: ctx.world_size]:
         batch = batch.to(device)
         with autocast:
             logits, _ = model(batch.src, batch.src_mask, batch.tgt_in)
         nll = label_smoothed_loss(logits, batch.tgt_out, smoothing=0.0)
         nll_sum += nll.item()
         tokens += batch.num_tgt_tokens
-    loss = nll_sum / max(tokens, 1)
+    loss = ctx.sum(nll_sum, device) / max(ctx.sum(float(tokens), device), 1.0)
 
     count = len(corpus.src_ids) if cfg.max_sentences is None else cfg.max_sentences
-    with autocast:
-        nbests = decode_corpus(model, corpus.src_ids[:count], device, decode_options(cfg))
-    hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
+    sources = corpus.src_ids[:count]
+    hypotheses = decode_sharded(
+        model, sources, tokenizer, decode_options(cfg), device, ctx, autocast
+    )
     scores = corpus_scores(hypotheses, corpus.raw.tgt[:count], ter=False)
     alignment = None
-    if gold is not None:
+    if gold is not None and ctx.is_main:
         with autocast:
             alignment = evaluate_alignment(model, tokenizer, gold, device, None, cfg.batch_size)
     model.train()
-    return ValidResult(loss, math.exp(min(loss, 100.0)), scores, hypotheses, alignment)
+    return ValidResult(loss, perplexity(loss), scores, hypotheses, alignment)
+
+
+def decode_sharded(
+    model: nn.Module,
+    sources: list[list[int]],
+    tokenizer: Tokenizer,
+    options: DecodeOptions,
+    device: torch.device,
+    ctx: Distributed,
+    autocast: AbstractContextManager,
+) -> list[str]:
+    """Detokenized best hypotheses of ``sources``, each rank decoding every world_size-th."""
+    with autocast:
+        nbests = decode_corpus(model, sources[ctx.rank :: ctx.world_size], device, options)
+    shards = ctx.gather([tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests])
+    hypotheses = [""] * len(sources)
+    for rank, shard in enumerate(shards):
+        hypotheses[rank :: ctx.world_size] = shard
+    return hypotheses
 
 
 @torch.no_grad()
