@@ -35,7 +35,9 @@ def words(pieces: Sequence[str], spans: Sequence[tuple[int, int]]) -> list[str]:
     return ["".join(pieces[a:b]).replace(WORD_START, "") for a, b in spans]
 
 
-def word_level(matrix: np.ndarray, tgt_pieces: Sequence[str], src_pieces: Sequence[str]) -> np.ndarray:
+def word_level(
+    matrix: np.ndarray, tgt_pieces: Sequence[str], src_pieces: Sequence[str]
+) -> np.ndarray:
     """Word-level weights (T_words, S_words) of a subword matrix (T, S), each row summing to 1.
 
     A row with no evidence (its mass was all on special tokens) stays zero.
@@ -74,7 +76,10 @@ def describe_pair(
         )
     average = weights.mean(axis=1)  # (L, T+1, S)
     word_heads = np.stack(
-        [np.stack([word_level(head, tgt_pieces, src_pieces) for head in heads]) for heads in weights]
+        [
+            np.stack([word_level(head, tgt_pieces, src_pieces) for head in heads])
+            for heads in weights
+        ]
     )  # (L, H, Tw, Sw)
     word_average = np.stack([word_level(m, tgt_pieces, src_pieces) for m in average])  # (L, Tw, Sw)
     layer = range(weights.shape[0])[layer]  # accepts -1; fails when out of range

@@ -167,7 +167,11 @@ class ModelWorker:
                 best = next(results)[0]
                 assert best.attention is not None  # need_weights=True; sources are non-empty
                 answer = describe_pair(
-                    self.translator.tokenizer, ids, best.tokens, best.attention, self.alignment_layer
+                    self.translator.tokenizer,
+                    ids,
+                    best.tokens,
+                    best.attention,
+                    self.alignment_layer,
                 )
                 answers.append({**answer, "score": best.score})
             job.future.set_result(answers)
