@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -119,11 +120,16 @@ def main() -> None:
             }
             sequential = time.perf_counter() - start
 
+        local = threading.local()  # one keep-alive connection per client thread
+        clients: list[httpx.Client] = []
+
         def request(k: int) -> tuple[float, bool, bool]:
             sentence = sentences[k % len(sentences)]
+            if not hasattr(local, "http"):
+                local.http = httpx.Client(base_url=base, timeout=600)
+                clients.append(local.http)
             begin = time.perf_counter()
-            with httpx.Client(base_url=base, timeout=600) as http:
-                reply = http.post("/translate", json={"text": [sentence]})
+            reply = local.http.post("/translate", json={"text": [sentence]})
             latency = time.perf_counter() - begin
             if reply.status_code != 200:
                 return latency, False, False
@@ -139,6 +145,8 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
             answers = list(pool.map(request, range(args.requests)))
         wall = time.perf_counter() - start
+        for http in clients:
+            http.close()
         after = httpx.get(f"{base}/health").json()
     finally:
         server.terminate()

@@ -34,6 +34,7 @@ with warnings.catch_warnings():  # Starlette >= 1.x prefers httpx2; httpx works 
     from fastapi.testclient import TestClient  # noqa: E402
 
 from seq2seq.cli.serve import build_app  # noqa: E402
+from seq2seq.errors import UserError  # noqa: E402
 from seq2seq.inference import DecodeOptions, Translator, decode_corpus  # noqa: E402
 from seq2seq.training.trainer import train  # noqa: E402
 from tests.conftest import compose_config, tiny_overrides  # noqa: E402
@@ -272,10 +273,13 @@ def test_concurrent_clients_are_batched_and_all_answered(
     )
     before = httpx.get(f"{live_server}/health").json()
 
+    local = threading.local()  # each client thread keeps one connection, as a real client
+
     def request(k: int) -> tuple[str, int, str]:
         sentence = SENTENCES[k % len(SENTENCES)]
-        with httpx.Client(base_url=live_server, timeout=120) as http:
-            reply = http.post("/translate", json={"text": [sentence]})
+        if not hasattr(local, "http"):
+            local.http = httpx.Client(base_url=live_server, timeout=120)
+        reply = local.http.post("/translate", json={"text": [sentence]})
         return sentence, reply.status_code, reply.json()["results"][0]["translation"]
 
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -344,3 +348,19 @@ def test_without_the_serve_extra_one_line_says_what_to_install(tmp_path: Path) -
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'seq2seq[serve]'" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("alignment_layer=2", "alignment_layer=2: this model has 2 decoder layer(s)"),
+        ("limits.max_beam=2", "decode.beam_size=3 is above limits.max_beam=2"),
+        ("limits.max_chars=0", "limits.max_chars=0: give a positive number"),
+    ],
+)
+def test_bad_server_settings_fail_at_start_up(
+    runs: dict[str, Path], override: str, message: str
+) -> None:
+    """Settings the server cannot honour stop it before it serves, with one clear message."""
+    with pytest.raises(UserError, match=re.escape(message)):
+        make_app(runs["transformer"], override)
