@@ -144,6 +144,9 @@ def test_model_description(client: TestClient, runs: dict[str, Path], family: st
     assert (info["layers"], info["heads"]) == expected_shape
     assert info["default_beam_size"] == BEAM
     assert client.get("/health").json()["status"] == "ok"
+    schema = client.get("/openapi.json").json()
+    assert {"/translate", "/align", "/model", "/health"} <= set(schema["paths"])
+    assert "Inspection" in schema["components"]["schemas"]
     page = client.get("/")
     assert page.status_code == 200 and 'id="heatmap"' in page.text
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import""", page.text), (

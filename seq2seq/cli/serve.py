@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.cli.common import CONFIG_PATH, report_user_errors
+from seq2seq.config import ServeLimitsConfig
 from seq2seq.errors import UserError
 from seq2seq.inference import DecodeOptions, Translator
 from seq2seq.training.checkpoint import resolve_checkpoint_path
@@ -32,14 +34,14 @@ def run(cfg: DictConfig) -> None:
 def build_app(cfg: DictConfig) -> FastAPI:
     """The application of a composed ``serve`` config, its model worker already running."""
     try:
-        from seq2seq.serve.app import Limits, create_app
+        from seq2seq.serve.app import create_app
     except ImportError as error:
         raise UserError(f"seq2seq-serve needs the '{error.name}' package: {INSTALL_HINT}") from None
     from seq2seq.serve.inspection import describe_model
     from seq2seq.serve.worker import ModelWorker
 
-    limits = Limits(**OmegaConf.to_container(cfg.limits))  # type: ignore[arg-type]
-    for name, value in limits.__dict__.items():
+    limits = ServeLimitsConfig(**OmegaConf.to_container(cfg.limits))  # type: ignore[arg-type]
+    for name, value in asdict(limits).items():
         if value < 1:
             raise UserError(f"limits.{name}={value}: give a positive number.")
     if cfg.decode.beam_size > limits.max_beam:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict
 from importlib.resources import files
 from typing import Any
 
@@ -19,18 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from seq2seq.config import ServeLimitsConfig
 from seq2seq.serve.worker import InvalidRequest, ModelWorker
 
 PAGE = "static/index.html"
-
-
-@dataclass
-class Limits:
-    """What one request may ask for (``limits.*`` of configs/serve.yaml)."""
-
-    max_sentences: int = 32
-    max_chars: int = 4000
-    max_beam: int = 16
 
 
 class TranslateRequest(BaseModel):
@@ -91,7 +83,9 @@ class TranslateResponse(BaseModel):
     results: list[Translation]
 
 
-def create_app(worker: ModelWorker, model_info: dict[str, Any], limits: Limits) -> FastAPI:
+def create_app(
+    worker: ModelWorker, model_info: dict[str, Any], limits: ServeLimitsConfig
+) -> FastAPI:
     """The application: JSON API, the page at ``/``; closing it stops ``worker``."""
 
     @asynccontextmanager
@@ -132,7 +126,7 @@ def create_app(worker: ModelWorker, model_info: dict[str, Any], limits: Limits) 
     @app.get("/model")
     async def model() -> dict[str, Any]:
         """Family, languages, size, training step and best validation BLEU of the checkpoint."""
-        return {**model_info, "default_beam_size": default_beam, "limits": limits.__dict__}
+        return {**model_info, "default_beam_size": default_beam, "limits": asdict(limits)}
 
     @app.post("/translate", response_model=TranslateResponse)
     async def translate(request: TranslateRequest) -> dict[str, Any]:
@@ -170,7 +164,7 @@ def create_app(worker: ModelWorker, model_info: dict[str, Any], limits: Limits) 
     return app
 
 
-def check_chars(limits: Limits, texts: list[str]) -> None:
+def check_chars(limits: ServeLimitsConfig, texts: list[str]) -> None:
     """HTTP 413 when a request holds more characters than ``limits.max_chars``."""
     chars = sum(len(text) for text in texts)
     if chars > limits.max_chars:
