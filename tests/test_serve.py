@@ -322,9 +322,9 @@ def chromium_dom(url: str, profile: Path) -> str:
 def test_page_in_a_browser_draws_one_heatmap_row_per_target_token(
     live_server: str, tmp_path: Path
 ) -> None:
-    """Chromium loads /, submits "How are you?", and the heatmap has a row per target token."""
+    """Chromium loads /, submits "How are you?": a heatmap row per target token, hover works."""
     sentence = "How are you?"
-    query = urllib.parse.urlencode({"text": sentence, "run": "translate"})
+    query = urllib.parse.urlencode({"text": sentence, "run": "translate", "hover": 0})
     dom = chromium_dom(f"{live_server}/?{query}", tmp_path / "profile")
     assert 'data-state="done"' in dom, "the page never finished its request"
     rows = re.findall(r'<g class="heat-row[^"]*" data-row="(\d+)" data-token="([^"]*)"', dom)
@@ -336,6 +336,12 @@ def test_page_in_a_browser_draws_one_heatmap_row_per_target_token(
         expected["results"][0]["source_subwords"]
     )
     assert 'id="legend"' in dom
+    # Hovering the first target token lit it and listed the source tokens with weights.
+    assert re.search(r'<g class="heat-row active" data-row="0"', dom)
+    hover = dom[dom.index('id="hover-info"') :]
+    assert re.search(r"<b>[^<]+</b> attends to:", hover)
+    weights = [float(w) for w in re.findall(r"<td>(\d\.\d{3})</td>", hover)]
+    assert weights and weights == sorted(weights, reverse=True) and weights[0] > 0
 
 
 def test_without_the_serve_extra_one_line_says_what_to_install(tmp_path: Path) -> None:
