@@ -225,6 +225,30 @@ class TranslateAppConfig:
     device: str = "auto"
 
 
+@dataclass
+class ServeLimitsConfig:
+    """What one request may ask of seq2seq-serve; larger requests get HTTP 413 or 422."""
+
+    max_sentences: int = 32  # sentences per /translate request
+    max_chars: int = 4000  # characters per request, all sentences (or source + target) together
+    max_beam: int = 16  # beam_size above this is refused (422)
+
+
+@dataclass
+class ServeAppConfig:
+    """seq2seq-serve."""
+
+    checkpoint: str = MISSING  # a checkpoint file, or a run directory (its best.pt)
+    host: str = "127.0.0.1"  # loopback: set 0.0.0.0 on purpose to serve other machines
+    port: int = 8000
+    device: str = "auto"
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # beam_size: the default
+    limits: ServeLimitsConfig = field(default_factory=ServeLimitsConfig)
+    alignment_layer: int = -1  # Transformer: decoder layer whose cross-attention aligns
+    max_batch_sentences: int = 64  # sentences the worker gathers from queued requests per batch
+    log_level: str = "info"  # uvicorn's: critical | error | warning | info | debug
+
+
 def register_configs() -> None:
     """Register the schemas so YAML files can name them in their defaults lists."""
     cs = ConfigStore.instance()
@@ -235,3 +259,4 @@ def register_configs() -> None:
     cs.store(group="optim", name="optim_schema", node=OptimConfig)
     cs.store(name="evaluate_schema", node=EvaluateAppConfig)
     cs.store(name="translate_schema", node=TranslateAppConfig)
+    cs.store(name="serve_schema", node=ServeAppConfig)

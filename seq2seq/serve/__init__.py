@@ -1,0 +1,1 @@
+"""seq2seq-serve: a local translation server with an interactive attention page."""
