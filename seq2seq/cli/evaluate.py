@@ -20,7 +20,7 @@ from seq2seq.alignment_eval import (
 from seq2seq.cli.common import CONFIG_PATH, report_user_errors, run_command
 from seq2seq.config import DataConfig, EvaluateAppConfig
 from seq2seq.config_checks import check_config, layer_problems, raise_problems
-from seq2seq.data.corpora import SPLIT_ALIASES, ParallelCorpus, load_split, read_parallel
+from seq2seq.data.corpora import ParallelCorpus, has_files, load_split, read_parallel
 from seq2seq.errors import UserError
 from seq2seq.evaluation import corpus_scores, scores_to_dict
 from seq2seq.inference import DecodeOptions, Translator, clip_sources, decode_corpus
@@ -51,12 +51,6 @@ def test_sets(cfg: DictConfig, translator: Translator) -> dict[str, ParallelCorp
                 f"your own files with data.src_file=... data.ref_file=..."
             )
     return {split: load_split(trained, split) for split in splits}
-
-
-def has_files(data: DataConfig, split: str) -> bool:
-    """Whether a ``data=files`` config names files for ``split``."""
-    prefix = SPLIT_ALIASES.get(split, split)
-    return any(getattr(data, f"{prefix}_{kind}", None) for kind in ("src", "tgt", "tsv"))
 
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:

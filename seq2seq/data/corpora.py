@@ -102,6 +102,12 @@ def read_tsv(path: str | Path) -> ParallelCorpus:
     return ParallelCorpus(src, tgt)
 
 
+def has_files(data: Any, split: str) -> bool:
+    """Whether a ``data=files`` config names files for ``split``."""
+    prefix = SPLIT_ALIASES.get(split, split)
+    return any(getattr(data, f"{prefix}_{kind}", None) for kind in ("src", "tgt", "tsv"))
+
+
 def load_split(cfg: Any, split: str) -> ParallelCorpus:
     """The ``split`` of the dataset ``cfg.name`` (a DataConfig), source/target per cfg.src/tgt."""
     loaders = {"multi30k": _load_multi30k, "tatoeba": _load_tatoeba, "files": _load_files}

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
-from seq2seq.data.corpora import ParallelCorpus, load_split
+from seq2seq.data.corpora import ParallelCorpus, has_files, load_split
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.errors import UserError
 from seq2seq.evaluation import Score, corpus_scores, scores_to_dict
@@ -92,7 +92,7 @@ def load_test_sets(cfg: DictConfig) -> dict[str, ParallelCorpus]:
     data = cfg.data
     if not cfg.train.test_at_end:
         return {}
-    if data.name == "files" and not (data.test_src or data.test_tgt or data.test_tsv):
+    if data.name == "files" and not has_files(data, "test"):
         log.info("no test files (data.test_src/test_tgt): the run ends without test scores")
         return {}
     try:

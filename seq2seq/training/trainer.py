@@ -126,10 +126,7 @@ class Trainer:
         tok = self.data.tokenizer
         model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
         self.model_config: dict[str, Any] = model_cfg  # type: ignore[assignment]
-        self.model = build_model(
-            self.model_config, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint
-        )
-        self.model.to(device)
+        self.model = self._new_model()
         self.optimizer = build_optimizer(list(self.model.parameters()), cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
         self.per_step_schedule = cfg.optim.schedule != "plateau"
@@ -317,6 +314,14 @@ class Trainer:
             loss_sum += loss.detach()
         return loss_sum
 
+    def _new_model(self) -> nn.Module:
+        """The configured network for this run's vocabulary, on the run's device."""
+        tok = self.data.tokenizer
+        model = build_model(
+            self.model_config, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint
+        )
+        return model.to(self.device)
+
     def _network(self) -> nn.Module:
         """The module the steps run: the model, compiled while that works, in DDP if distributed."""
         network = compile_or_warn(self.model) if self.compiled else self.model
@@ -444,12 +449,8 @@ class Trainer:
             return {}
         model = self.model
         if self.state.best_step != self.state.step:  # another model: self.model stays final
-            tok = self.data.tokenizer
-            model = build_model(
-                self.model_config, tok.src_vocab_size, tok.tgt_vocab_size, joint_vocab=tok.joint
-            )
+            model = self._new_model()
             model.load_state_dict(best_weights(self.run_dir / "checkpoints" / "best.pt", self.ctx))
-            model.to(self.device)
         results = score_test_sets(
             model,
             self.data.tokenizer,
