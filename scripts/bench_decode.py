@@ -40,8 +40,8 @@ from seq2seq.inference import (
     length_sorted_chunks,
     pad_batch,
 )
-from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID
 from seq2seq.models.transformer import TransformerMemory, TransformerSeq2Seq
+from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 WARMUP_SENTENCES = 16  # decoded once before timing, to pay one-off costs (allocator, threads)
 

@@ -54,8 +54,8 @@ from torch import Tensor, nn
 from seq2seq.config import register_configs
 from seq2seq.data.batching import Batch, TokenBatchSampler, collate
 from seq2seq.data.pipeline import prepare_data
-from seq2seq.models.base import EOS_ID, PAD_ID
 from seq2seq.models.build import build_model
+from seq2seq.special_tokens import EOS_ID, PAD_ID
 from seq2seq.training.loss import label_smoothed_loss
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

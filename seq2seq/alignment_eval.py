@@ -38,7 +38,7 @@ from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis
 from seq2seq.errors import UserError
 from seq2seq.inference import pad_batch
-from seq2seq.models.base import BOS_ID
+from seq2seq.special_tokens import BOS_ID
 
 log = logging.getLogger(__name__)
 

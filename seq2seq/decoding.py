@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID, Seq2SeqModel, select_batch
+from seq2seq.models.base import Seq2SeqModel, select_batch
+from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 # Greedy decoding asks the device whether every sentence has finished only this often: each
 # question is a host sync, and a few extra steps on finished rows cost less than a sync a step.

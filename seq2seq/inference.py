@@ -14,8 +14,8 @@ from torch import nn
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis, beam_search, translate_batch
 from seq2seq.errors import UserError
-from seq2seq.models.base import PAD_ID
 from seq2seq.models.build import build_model
+from seq2seq.special_tokens import PAD_ID
 from seq2seq.training.checkpoint import load_checkpoint, resolve_checkpoint_path
 
 log = logging.getLogger(__name__)

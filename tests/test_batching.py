@@ -15,7 +15,7 @@ from seq2seq.data.batching import (
     make_loader,
 )
 from seq2seq.errors import UserError
-from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 
 def test_collate_golden() -> None:

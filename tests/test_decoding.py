@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.decoding import Hypothesis, beam_search, greedy_search, translate_batch
-from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 V_SRC, V_TGT = 12, 9
 HEADS = 2

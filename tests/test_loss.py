@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from seq2seq.models.base import BOS_ID, PAD_ID
+from seq2seq.special_tokens import BOS_ID, PAD_ID
 from seq2seq.training.loss import label_smoothed_loss, perplexity
 
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID, select_batch
+from seq2seq.models.base import select_batch
 from seq2seq.models.rnn import RNNSeq2Seq
+from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 V_SRC, V_TGT = 13, 11
 ATTENTIONS = ("bahdanau", "luong_dot", "luong_general")

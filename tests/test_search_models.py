@@ -14,7 +14,7 @@ from torch import Tensor
 
 from seq2seq.decoding import Hypothesis, beam_search, greedy_search
 from seq2seq.inference import Translator, pad_batch
-from seq2seq.models.base import BOS_ID, EOS_ID
+from seq2seq.special_tokens import BOS_ID, EOS_ID
 from seq2seq.training.trainer import train
 from tests.conftest import compose_config, tiny_overrides
 

@@ -17,7 +17,7 @@ from seq2seq.data.pipeline import EncodedCorpus, filter_lengths, prepare_data
 from seq2seq.data.synthetic import generate
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.errors import UserError
-from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID
+from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ from torch import Tensor
 
 from seq2seq.config import RNNConfig, TransformerConfig
 from seq2seq.inference import DecodeOptions, decode_corpus
-from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID, select_batch
+from seq2seq.models.base import select_batch
 from seq2seq.models.build import build_model
 from seq2seq.models.transformer import TransformerSeq2Seq, TransformerState
+from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 V, B, S, T = 13, 3, 7, 6
 

@@ -21,7 +21,7 @@ from typing import Any
 import sentencepiece as spm
 
 from seq2seq.errors import UserError
-from seq2seq.models.base import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,6 @@ import torch
 from torch import Tensor
 from torch.utils import _pytree
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-
 Memory = Any  # batch-first nest of tensors produced by ``encode``
 State = Any  # batch-first nest of tensors carried between ``decode_step`` calls
 

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seq2seq.models.attention import build_rnn_attention
-from seq2seq.models.base import PAD_ID, Attention
+from seq2seq.models.base import Attention
+from seq2seq.special_tokens import PAD_ID
 
 RNN_CELLS = ("gru", "lstm")
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from seq2seq.models.base import BOS_ID, PAD_ID
+from seq2seq.special_tokens import BOS_ID, PAD_ID
 
 # Never a target: PAD marks no token and BOS only starts the decoder input. Smoothing mass
 # put on them would teach the model to expect them, so it goes to the other classes.

@@ -26,7 +26,7 @@ from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import Score, corpus_scores
 from seq2seq.heatmaps import attention_figure, figure_to_array, head_grid_figure
 from seq2seq.inference import DecodeOptions, clip_sources, decode_corpus
-from seq2seq.models.base import BOS_ID, PAD_ID
+from seq2seq.special_tokens import BOS_ID, PAD_ID
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.loss import label_smoothed_loss, perplexity
 
