@@ -27,13 +27,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from seq2seq.config import DataConfig
+from seq2seq.config import DataConfig, DecodeConfig
 from seq2seq.data.corpora import ParallelCorpus, load_split, read_parallel
 from seq2seq.decoding import GREEDY_SYNC_EVERY, Hypothesis, _log_probs, max_lengths
 from seq2seq.errors import UserError
 from seq2seq.evaluation import corpus_scores
 from seq2seq.inference import (
-    DecodeOptions,
     Translator,
     clip_sources,
     decode_corpus,
@@ -88,7 +87,7 @@ def greedy_without_cache(
 
 
 def decode_corpus_without_cache(
-    model: TransformerSeq2Seq, sources: list[list[int]], device: torch.device, opts: DecodeOptions
+    model: TransformerSeq2Seq, sources: list[list[int]], device: torch.device, opts: DecodeConfig
 ) -> list[list[Hypothesis]]:
     """:func:`seq2seq.inference.decode_corpus` for greedy search, in the same batches, no cache."""
     results = [[Hypothesis(tokens=[], score=0.0, attention=None)] for _ in sources]
@@ -115,7 +114,7 @@ class Row:
     hypotheses: list[list[int]]
 
 
-Decoder = Callable[[list[list[int]], DecodeOptions], list[list[Hypothesis]]]
+Decoder = Callable[[list[list[int]], DecodeConfig], list[list[Hypothesis]]]
 
 
 def measure(
@@ -124,7 +123,7 @@ def measure(
     translator: Translator,
     corpus: ParallelCorpus,
     sources: list[list[int]],
-    opts: DecodeOptions,
+    opts: DecodeConfig,
     device: torch.device,
     repeats: int,
 ) -> Row:
@@ -210,14 +209,14 @@ def main(argv: list[str] | None = None) -> None:
         corpus = ParallelCorpus(corpus.src[: args.limit], corpus.tgt[: args.limit])
     model = translator.model
     sources = clip_sources(translator.model, translator.tokenizer.encode_src(corpus.src))
-    base = DecodeOptions(
+    base = DecodeConfig(
         length_penalty=args.length_penalty,
         max_len_a=args.max_len_a,
         max_len_b=args.max_len_b,
         batch_size=args.batch_size,
     )
 
-    def cached(srcs: list[list[int]], opts: DecodeOptions) -> list[list[Hypothesis]]:
+    def cached(srcs: list[list[int]], opts: DecodeConfig) -> list[list[Hypothesis]]:
         return decode_corpus(model, srcs, device, opts)
 
     def timed(name: str, decode: Decoder, beam: int) -> Row:
@@ -230,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     speedup = None
     if args.no_cache_baseline and is_transformer:
 
-        def uncached(srcs: list[list[int]], opts: DecodeOptions) -> list[list[Hypothesis]]:
+        def uncached(srcs: list[list[int]], opts: DecodeConfig) -> list[list[Hypothesis]]:
             return decode_corpus_without_cache(model, srcs, device, opts)
 
         with_cache = next((r for r in rows if r.name == greedy_name), None)

@@ -141,18 +141,27 @@ class TrainConfig:
 
 
 @dataclass
+class DecodeConfig:
+    """How to search: validation (``valid.decode``), the final test, evaluate, translate, serve."""
+
+    beam_size: int = 5  # 1 = greedy
+    length_penalty: float = 1.0  # GNMT alpha; 0 disables
+    max_len_a: float = 1.5  # hypotheses stop at a * source length + b tokens
+    max_len_b: int = 10
+    batch_size: int = 64  # sentences per batch
+    nbest: int = 1
+
+
+@dataclass
 class ValidConfig:
     """Validation: metrics, decoding and the alignment probes."""
 
-    beam_size: int = 1
-    length_penalty: float = 1.0
-    max_len_a: float = 1.5  # hypotheses stop at a * source length + b tokens
-    max_len_b: int = 10
-    batch_size: int = 64  # sentences per decoding batch
+    # greedy by default: validation runs often, and BLEU only has to rank checkpoints
+    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(beam_size=1))
     max_sentences: int | None = None  # decode only the first N validation sentences
     num_probes: int = 3  # the first K validation sentences are drawn as heatmaps
     probe_sentences: list[str] = field(default_factory=list)  # extra source sentences
-    heatmap_layer: int = -1  # Transformer: which decoder layer's cross-attention is drawn
+    alignment_layer: int = -1  # Transformer: decoder layer whose cross-attention is drawn
     align_gold: str | None = None  # gold word alignments for valid/aer
     align_src: str | None = None
     align_tgt: str | None = None
@@ -167,20 +176,7 @@ class TrainAppConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     valid: ValidConfig = field(default_factory=ValidConfig)
-    # the search of the final test; a lambda, as DecodeConfig is defined below
-    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig())
-
-
-@dataclass
-class DecodeConfig:
-    """Search settings for evaluate and translate."""
-
-    beam_size: int = 5  # 1 = greedy
-    length_penalty: float = 1.0  # GNMT alpha; 0 disables
-    max_len_a: float = 1.5  # hypotheses stop at a * source length + b tokens
-    max_len_b: int = 10
-    batch_size: int = 64  # sentences per batch
-    nbest: int = 1
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # the search of the final test
 
 
 @dataclass
@@ -221,7 +217,7 @@ class TranslateAppConfig:
     show_alignment: bool = False  # print each target token beside its most-attended source token
     alignment_dir: str | None = None  # save one heatmap PNG per sentence here
     alignment_format: str | None = None  # pharaoh: print word alignments (i-j) after a tab
-    heatmap_layer: int = -1  # Transformer: the decoder layer whose cross-attention is shown
+    alignment_layer: int = -1  # Transformer: the decoder layer whose cross-attention is shown
     device: str = "auto"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,10 +162,6 @@ RULES: dict[type, dict[str, Rule]] = {
         "threads": optional(at_least(1)),
     },
     ValidConfig: {
-        "beam_size": at_least(1),
-        "length_penalty": at_least(0),
-        "max_len_a": at_least(0),
-        "batch_size": at_least(1),
         "max_sentences": optional(at_least(1)),
         "num_probes": at_least(0),
     },
@@ -188,10 +185,10 @@ RULES: dict[type, dict[str, Rule]] = {
 FREE_NUMBERS: dict[type, set[str]] = {
     DataConfig: {"split_seed"},
     TrainConfig: {"seed"},
-    ValidConfig: {"max_len_b", "heatmap_layer"},  # checked against the model below
+    ValidConfig: {"alignment_layer"},  # checked against the model below
     DecodeConfig: {"max_len_b"},
     EvaluateAppConfig: {"alignment_layer"},  # checked against the checkpoint's model
-    TranslateAppConfig: {"heatmap_layer"},
+    TranslateAppConfig: {"alignment_layer"},
 }
 
 MODEL_SCHEMAS: dict[str, type] = {"rnn": RNNConfig, "transformer": TransformerConfig}
@@ -201,6 +198,7 @@ def schema_problems(node: Any, schema: type, prefix: str = "") -> list[str]:
     """``key=value: expects ...`` for every value of ``node`` its schema's rules reject."""
     problems = []
     rules = RULES.get(schema, {})
+    types = typing.get_type_hints(schema)
     for spec in dataclasses.fields(schema):
         key = f"{prefix}{spec.name}"
         value = node.get(spec.name) if isinstance(node, DictConfig) else None
@@ -210,10 +208,8 @@ def schema_problems(node: Any, schema: type, prefix: str = "") -> list[str]:
                 problems.append(f"model.family={family}: use model=rnn or model=transformer")
                 continue
             problems += schema_problems(value, MODEL_SCHEMAS[family], f"{key}.")
-        elif isinstance(spec.default_factory, type) and dataclasses.is_dataclass(  # type: ignore[misc]
-            spec.default_factory
-        ):
-            problems += schema_problems(value, spec.default_factory, f"{key}.")  # type: ignore[arg-type]
+        elif dataclasses.is_dataclass(types[spec.name]):  # a nested section, e.g. valid.decode
+            problems += schema_problems(value, types[spec.name], f"{key}.")
         elif spec.name in rules and not rules[spec.name].accepts(_plain(value)):
             problems.append(f"{key}={_show(value)}: must be {rules[spec.name].expects}")
     return problems
@@ -258,7 +254,8 @@ def layer_problems(layer: int, setting: str, model_cfg: Any) -> list[str]:
 
 def train_cross_problems(cfg: Any) -> list[str]:
     """Settings of seq2seq-train that only fail together."""
-    problems = decode_length_problems(cfg.valid, "valid.")
+    problems = decode_length_problems(cfg.valid.decode, "valid.decode.")
+    problems += decode_length_problems(cfg.decode, "decode.")
     model = cfg.model
     if model.get("family") == "transformer":
         if _number(model.d_model) and _number(model.heads) and model.heads >= 1:
@@ -274,7 +271,7 @@ def train_cross_problems(cfg: Any) -> list[str]:
                 f"data.max_tokens={cfg.data.max_tokens} subwords, which need {needed} positions; "
                 f"raise model.max_positions or lower data.max_tokens"
             )
-    return problems + layer_problems(cfg.valid.heatmap_layer, "valid.heatmap_layer", model)
+    return problems + layer_problems(cfg.valid.alignment_layer, "valid.alignment_layer", model)
 
 
 CROSS_CHECKS: dict[type, Callable[[Any], list[str]]] = {

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from seq2seq.config import DecodeConfig
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis, beam_search, translate_batch
 from seq2seq.errors import UserError
@@ -65,19 +66,6 @@ class Translator:
         return cls(model, tokenizer, state, device)
 
 
-@dataclass
-class DecodeOptions:
-    """How to search: beam size (1 = greedy), length penalty, length cap, n-best."""
-
-    beam_size: int = 1
-    length_penalty: float = 1.0
-    max_len_a: float = 1.5
-    max_len_b: int = 10
-    nbest: int = 1
-    batch_size: int = 64
-    need_weights: bool = False
-
-
 def pad_batch(
     sequences: list[list[int]], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,9 +103,15 @@ def length_sorted_chunks(lengths: list[int], batch_size: int) -> Iterator[list[i
 
 
 def decode_corpus(
-    model: nn.Module, sources: list[list[int]], device: torch.device, opts: DecodeOptions
+    model: nn.Module,
+    sources: list[list[int]],
+    device: torch.device,
+    opts: DecodeConfig,
+    need_weights: bool = False,
 ) -> list[list[Hypothesis]]:
     """N-best hypotheses for every source (token ids, no BOS/EOS), in input order.
+
+    ``need_weights``: keep each hypothesis's cross-attention (for heatmaps and alignments).
 
     Sources are cut to the model's ``max_positions`` (:func:`clip_sources`); callers that
     label attention with the source tokens should clip first, so the labels match.
@@ -139,7 +133,7 @@ def decode_corpus(
                 max_len_a=opts.max_len_a,
                 max_len_b=opts.max_len_b,
                 nbest=opts.nbest,
-                need_weights=opts.need_weights,
+                need_weights=need_weights,
             )
         else:
             best = translate_batch(
@@ -150,7 +144,7 @@ def decode_corpus(
                 length_penalty=opts.length_penalty,
                 max_len_a=opts.max_len_a,
                 max_len_b=opts.max_len_b,
-                need_weights=opts.need_weights,
+                need_weights=need_weights,
             )
             nbests = [[hyp] for hyp in best]
         for index, hyps in zip(chunk, nbests, strict=True):

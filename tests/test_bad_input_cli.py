@@ -165,8 +165,8 @@ def decode_lengths_sum_below_one(run: Path, work: Path) -> Case:
     return translate_case(run, work, "decode.max_len_a=0", "decode.max_len_b=0")
 
 
-def heatmap_layer_out_of_range(run: Path, work: Path) -> Case:
-    return translate_case(run, work, "show_alignment=true", "heatmap_layer=3")
+def alignment_layer_out_of_range(run: Path, work: Path) -> Case:
+    return translate_case(run, work, "show_alignment=true", "alignment_layer=3")
 
 
 def text_file_named_pt(run: Path, work: Path) -> Case:
@@ -247,8 +247,8 @@ def data_root_unwritable(run: Path, work: Path) -> Case:
 
 # The settings the issue lists as crashing after training had begun.
 LATE_CRASHES = [
-    "valid.beam_size=0",
-    "valid.batch_size=0",
+    "valid.decode.beam_size=0",
+    "valid.decode.batch_size=0",
     "train.valid_every=0",
     "train.log_every=0",
     "train.label_smoothing=1.0",
@@ -297,7 +297,7 @@ CASES: dict[str, tuple[Callable[[Path, Path], Case], int, list[str]]] = {
     "output_into_head": (output_into_head, 141, []),
     "decode_lengths_negative": (decode_lengths_give_nothing, 2, ["decode.max_len_a=-1"]),
     "decode_lengths_zero": (decode_lengths_sum_below_one, 2, ["decode.max_len_b=0"]),
-    "heatmap_layer_out_of_range": (heatmap_layer_out_of_range, 2, ["heatmap_layer=3", "RNN"]),
+    "alignment_layer_out_of_range": (alignment_layer_out_of_range, 2, ["alignment_layer=3", "RNN"]),
     "text_file_named_pt": (text_file_named_pt, 2, ["notes.pt", "is a text file"]),
     "bit_flipped_checkpoint": (bit_flipped_checkpoint, 2, ["flipped.pt", "Use another one"]),
     "checkpoint_without_tokenizer": (
@@ -478,7 +478,7 @@ def test_sweep_with_one_bad_job_runs_the_others(small_corpus: Path, tmp_path: Pa
     args = [
         "-m",
         *small_overrides(small_corpus, tmp_path, "train.max_steps=2", "train.valid_every=2"),
-        "valid.beam_size=0,1",
+        "valid.decode.beam_size=0,1",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]
     done = subprocess.run(
@@ -492,6 +492,7 @@ def test_sweep_with_one_bad_job_runs_the_others(small_corpus: Path, tmp_path: Pa
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     assert "1 job(s) of the sweep failed" in done.stderr
-    assert "job #0" in done.stderr and "valid.beam_size=0: must be a number >= 1" in done.stderr
+    assert "job #0" in done.stderr
+    assert "valid.decode.beam_size=0: must be a number >= 1" in done.stderr
     assert (tmp_path / "sweep" / "1" / "checkpoints" / "last.pt").is_file()  # the good job ran
     assert not (tmp_path / "sweep" / "0" / "checkpoints").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,9 @@ def schemas() -> set[type]:
     while todo:
         schema = todo.pop()
         found.add(schema)
-        for spec in dataclasses.fields(schema):
-            factory = spec.default_factory
-            if isinstance(factory, type) and dataclasses.is_dataclass(factory):
-                todo.append(factory)
+        types = typing.get_type_hints(schema)
+        nested = [types[spec.name] for spec in dataclasses.fields(schema)]
+        todo += [kind for kind in nested if dataclasses.is_dataclass(kind)]
     return found
 
 
@@ -64,8 +64,8 @@ def test_translate_and_evaluate_defaults_pass() -> None:
 
 # Each: the override(s), and what the message must name. The model default is the RNN.
 BAD_SETTINGS = [
-    (["valid.beam_size=0"], "valid.beam_size=0: must be a number >= 1"),
-    (["valid.batch_size=0"], "valid.batch_size=0"),
+    (["valid.decode.beam_size=0"], "valid.decode.beam_size=0: must be a number >= 1"),
+    (["valid.decode.batch_size=0"], "valid.decode.batch_size=0"),
     (["train.valid_every=0"], "train.valid_every=0"),
     (["train.log_every=0"], "train.log_every=0"),
     (["train.label_smoothing=1.0"], "train.label_smoothing=1.0: must be a number in [0, 1)"),
@@ -77,18 +77,26 @@ BAD_SETTINGS = [
     (["data.num_workers=-1"], "data.num_workers=-1: must be a number >= 0"),
     (["train.precision=fp8"], "train.precision=fp8: must be one of fp32, bf16, fp16"),
     (["train.device=tpu"], "train.device=tpu"),
-    (["valid.heatmap_layer=1"], "valid.heatmap_layer=1: an RNN has one attention layer"),
+    (["valid.alignment_layer=1"], "valid.alignment_layer=1: an RNN has one attention layer"),
     (
-        ["model=transformer", "model.enc_layers=2", "model.dec_layers=2", "valid.heatmap_layer=2"],
-        "valid.heatmap_layer=2: the model has 2 layers; use a value from -2 to 1",
+        [
+            "model=transformer",
+            "model.enc_layers=2",
+            "model.dec_layers=2",
+            "valid.alignment_layer=2",
+        ],
+        "valid.alignment_layer=2: the model has 2 layers; use a value from -2 to 1",
     ),
     (
         ["model=transformer", "model.max_positions=100"],
         "model.max_positions=100: training keeps sentences of up to data.max_tokens=128",
     ),
     (["model=transformer", "model.heads=5"], "d_model must be a multiple of heads"),
-    (["valid.max_len_a=-1"], "valid.max_len_a=-1.0"),
-    (["valid.max_len_a=0", "valid.max_len_b=0"], "valid.max_len_a=0 valid.max_len_b=0"),
+    (["valid.decode.max_len_a=-1"], "valid.decode.max_len_a=-1.0"),
+    (
+        ["valid.decode.max_len_a=0", "valid.decode.max_len_b=0"],
+        "valid.decode.max_len_a=0 valid.decode.max_len_b=0",
+    ),
     (["train.max_steps=0"], "train.max_steps=0"),
     (["data.batch_tokens=0"], "data.batch_tokens=0"),
 ]
@@ -107,11 +115,11 @@ def test_a_bad_setting_fails_before_any_work(
 
 
 def test_several_bad_settings_are_reported_together(small_corpus: Path, tmp_path: Path) -> None:
-    changes = ["valid.beam_size=0", "optim.lr=0", "train.log_every=0"]
+    changes = ["valid.decode.beam_size=0", "optim.lr=0", "train.log_every=0"]
     cfg = compose_config("train", small_overrides(small_corpus, tmp_path, *changes))
     with pytest.raises(UserError, match="3 settings cannot work") as err:
         train(cfg, tmp_path / "run")
-    for change in ("valid.beam_size=0", "optim.lr=0.0", "train.log_every=0"):
+    for change in ("valid.decode.beam_size=0", "optim.lr=0.0", "train.log_every=0"):
         assert change in str(err.value)
 
 

@@ -34,8 +34,9 @@ with warnings.catch_warnings():  # Starlette >= 1.x prefers httpx2; httpx works 
     from fastapi.testclient import TestClient  # noqa: E402
 
 from seq2seq.cli.serve import build_app  # noqa: E402
+from seq2seq.config import DecodeConfig  # noqa: E402
 from seq2seq.errors import UserError  # noqa: E402
-from seq2seq.inference import DecodeOptions, Translator, decode_corpus  # noqa: E402
+from seq2seq.inference import Translator, decode_corpus  # noqa: E402
 from seq2seq.training.trainer import train  # noqa: E402
 from tests.conftest import compose_config, tiny_overrides  # noqa: E402
 
@@ -92,7 +93,7 @@ def expected_translations(run: Path, sentences: list[str], beam: int) -> list[st
     out = []
     for sentence in sentences:
         sources = translator.tokenizer.encode_src([sentence])
-        best = decode_corpus(translator.model, sources, torch.device("cpu"), DecodeOptions(beam))
+        best = decode_corpus(translator.model, sources, torch.device("cpu"), DecodeConfig(beam))
         out.append(translator.tokenizer.decode_tgt(best[0][0].tokens))
     return out
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.config import RNNConfig, TransformerConfig
-from seq2seq.inference import DecodeOptions, decode_corpus
+from seq2seq.config import DecodeConfig, RNNConfig, TransformerConfig
+from seq2seq.inference import decode_corpus
 from seq2seq.models.base import select_batch
 from seq2seq.models.build import build_model
 from seq2seq.models.transformer import TransformerSeq2Seq, TransformerState
@@ -195,7 +195,7 @@ def test_sources_longer_than_the_positions_are_cut_with_a_warning(
 ) -> None:
     model = make_model()  # max_positions=32
     sources = [[5] * 50, [6, 7, 8]]
-    opts = DecodeOptions(beam_size=beam_size, max_len_a=2.0, max_len_b=10)
+    opts = DecodeConfig(beam_size=beam_size, max_len_a=2.0, max_len_b=10)
     with caplog.at_level("WARNING"):
         hyps = decode_corpus(model, sources, torch.device("cpu"), opts)
     assert "sentence 1 has 50 subwords, more than the model's max_positions=32" in caplog.text

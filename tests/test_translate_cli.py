@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2seq.config import DecodeConfig
 from seq2seq.data.synthetic import NOUNS
-from seq2seq.inference import DecodeOptions, Translator, decode_corpus
+from seq2seq.inference import Translator, decode_corpus
 from seq2seq.training.trainer import train
 from tests.conftest import compose_config, tiny_overrides
 
@@ -49,7 +50,7 @@ def translator(checkpoint: Path) -> Translator:
 def expected(translator: Translator) -> list[str]:
     """The translation of every line of LINES, decoded in this process."""
     sources = translator.tokenizer.encode_src([line.strip() for line in LINES])
-    nbests = decode_corpus(translator.model, sources, torch.device("cpu"), DecodeOptions(BEAM))
+    nbests = decode_corpus(translator.model, sources, torch.device("cpu"), DecodeConfig(BEAM))
     return [translator.tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
 
 

@@ -23,7 +23,7 @@ from seq2seq.config_checks import check_config, layer_problems, raise_problems
 from seq2seq.data.corpora import ParallelCorpus, has_files, load_split, read_parallel
 from seq2seq.errors import UserError
 from seq2seq.evaluation import corpus_scores, scores_to_dict
-from seq2seq.inference import DecodeOptions, Translator, clip_sources, decode_corpus
+from seq2seq.inference import Translator, clip_sources, decode_corpus
 from seq2seq.textio import check_output, write_text
 from seq2seq.training.averaging import average_checkpoints, last_step_checkpoints
 from seq2seq.training.distributed import resolve_device
@@ -65,10 +65,6 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
     if cfg.alignment_format is not None:
         model_config = translator.checkpoint["model_config"]
         raise_problems(layer_problems(cfg.alignment_layer, "alignment_layer", model_config))
-    opts = DecodeOptions(
-        **OmegaConf.to_container(cfg.decode),  # type: ignore[arg-type]
-        need_weights=cfg.alignment_format is not None,
-    )
     tokenizer = translator.tokenizer
     gold = gold_from_config(cfg, tokenizer, prefix="")  # checked before the long decoding
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +74,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
         for suffix in (".hyp.txt", ".align"):
             check_output("hypotheses", out_dir / f"{name}{suffix}", inputs)
         sources = clip_sources(translator.model, tokenizer.encode_src(corpus.src))
-        nbests = decode_corpus(translator.model, sources, device, opts)
+        need_weights = cfg.alignment_format is not None
+        nbests = decode_corpus(translator.model, sources, device, cfg.decode, need_weights)
         hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
         write_text("hypotheses", out_dir / f"{name}.hyp.txt", "".join(h + "\n" for h in hypotheses))
         if cfg.alignment_format == "pharaoh":  # line i: links between source i and hypothesis i

@@ -9,9 +9,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.cli.common import CONFIG_PATH, report_user_errors
-from seq2seq.config import ServeLimitsConfig
+from seq2seq.config import DecodeConfig, ServeLimitsConfig
 from seq2seq.errors import UserError
-from seq2seq.inference import DecodeOptions, Translator
+from seq2seq.inference import Translator
 from seq2seq.training.checkpoint import resolve_checkpoint_path
 from seq2seq.training.distributed import resolve_device
 
@@ -50,7 +50,7 @@ def build_app(cfg: DictConfig) -> FastAPI:
         )
     path = resolve_checkpoint_path(cfg.checkpoint)
     translator = Translator.from_checkpoint(path, resolve_device(cfg.device))
-    decode = DecodeOptions(**OmegaConf.to_container(cfg.decode))  # type: ignore[arg-type]
+    decode = DecodeConfig(**OmegaConf.to_container(cfg.decode))  # type: ignore[arg-type]
     info = describe_model(translator.model, translator.checkpoint, str(path))
     layers = info["layers"]
     if not -layers <= cfg.alignment_layer < layers:

@@ -11,7 +11,7 @@ from typing import BinaryIO, TextIO
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from seq2seq.alignment import hard_alignment, strip_specials, subword_to_word, to_pharaoh
 from seq2seq.cli.common import CONFIG_PATH, report_user_errors, run_command
@@ -20,7 +20,7 @@ from seq2seq.config_checks import check_config, layer_problems, raise_problems
 from seq2seq.decoding import Hypothesis
 from seq2seq.errors import UserError
 from seq2seq.heatmaps import attention_figure, save_figure
-from seq2seq.inference import DecodeOptions, Translator, clip_sources, decode_corpus
+from seq2seq.inference import Translator, clip_sources, decode_corpus
 from seq2seq.textio import atomic_output, check_output, check_writable, open_lines
 from seq2seq.training.distributed import resolve_device
 
@@ -42,14 +42,10 @@ class LineTranslator:
         self.device = resolve_device(cfg.device, setting="device")
         self.translator = Translator.from_checkpoint(cfg.checkpoint, self.device)
         self.tokenizer = self.translator.tokenizer
-        wants_attention = cfg.show_alignment or cfg.alignment_dir or cfg.alignment_format
-        if wants_attention:
+        self.need_weights = bool(cfg.show_alignment or cfg.alignment_dir or cfg.alignment_format)
+        if self.need_weights:
             model_config = self.translator.checkpoint["model_config"]
-            raise_problems(layer_problems(cfg.heatmap_layer, "heatmap_layer", model_config))
-        self.opts = DecodeOptions(
-            **OmegaConf.to_container(cfg.decode),  # type: ignore[arg-type]
-            need_weights=bool(wants_attention),
-        )
+            raise_problems(layer_problems(cfg.alignment_layer, "alignment_layer", model_config))
         self.count = 0
         if cfg.alignment_dir:
             check_writable("alignment_dir", Path(cfg.alignment_dir))
@@ -58,7 +54,8 @@ class LineTranslator:
         """One output block per input line (an empty line gives an empty line)."""
         sources = self.tokenizer.encode_src([line.strip() for line in lines])
         sources = clip_sources(self.translator.model, sources)  # so labels match attention
-        nbests = decode_corpus(self.translator.model, sources, self.device, self.opts)
+        model, decode = self.translator.model, self.cfg.decode
+        nbests = decode_corpus(model, sources, self.device, decode, self.need_weights)
         return [self._format(src, hyps) for src, hyps in zip(sources, nbests, strict=True)]
 
     def _format(self, src: list[int], hyps: list[Hypothesis]) -> str:
@@ -73,7 +70,7 @@ class LineTranslator:
         best = hyps[0]
         if best.attention is None or not src:
             return out
-        matrix = best.attention[self.cfg.heatmap_layer].float().mean(0).numpy()  # (T, S)
+        matrix = best.attention[self.cfg.alignment_layer].float().mean(0).numpy()  # (T, S)
         src_pieces = self.tokenizer.src_pieces(src)
         tgt_pieces = [*self.tokenizer.tgt_pieces(best.tokens), "</s>"]
         if self.cfg.alignment_format == "pharaoh":

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from seq2seq.alignment_eval import forced_attention
-from seq2seq.inference import DecodeOptions, Translator, decode_corpus
+from seq2seq.config import DecodeConfig
+from seq2seq.inference import Translator, decode_corpus
 from seq2seq.serve.inspection import describe_pair
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class ModelWorker:
     def __init__(
         self,
         translator: Translator,
-        decode: DecodeOptions,
+        decode: DecodeConfig,
         alignment_layer: int = -1,
         max_batch_sentences: int = 64,
     ) -> None:
@@ -158,8 +159,9 @@ class ModelWorker:
 
     def _translate(self, jobs: list[TranslateJob], beam_size: int) -> None:
         sources = [ids for job in jobs for ids in job.sources]
-        opts = dataclasses.replace(self.decode, beam_size=beam_size, nbest=1, need_weights=True)
-        nbests = decode_corpus(self.translator.model, sources, self.translator.device, opts)
+        opts = dataclasses.replace(self.decode, beam_size=beam_size, nbest=1)
+        model, device = self.translator.model, self.translator.device
+        nbests = decode_corpus(model, sources, device, opts, need_weights=True)
         results = iter(nbests)
         for job in jobs:
             answers = []

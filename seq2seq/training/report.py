@@ -22,11 +22,12 @@ from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
+from seq2seq.config import DecodeConfig
 from seq2seq.data.corpora import ParallelCorpus, has_files, load_split
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.errors import UserError
 from seq2seq.evaluation import Score, corpus_scores, scores_to_dict
-from seq2seq.inference import DecodeOptions, clip_sources
+from seq2seq.inference import clip_sources
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.validation import decode_sharded
 
@@ -106,7 +107,7 @@ def score_test_sets(
     model: nn.Module,
     tokenizer: Tokenizer,
     corpora: dict[str, ParallelCorpus],
-    options: DecodeOptions,
+    options: DecodeConfig,
     device: torch.device,
     ctx: Distributed,
     autocast: AbstractContextManager,

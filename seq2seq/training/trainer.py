@@ -47,7 +47,6 @@ from seq2seq.training.schedule import build_optimizer, build_scheduler
 from seq2seq.training.validation import (
     Probe,
     ValidResult,
-    decode_options,
     log_alignment_scores,
     log_gold_alignments,
     log_probes,
@@ -455,7 +454,7 @@ class Trainer:
             model,
             self.data.tokenizer,
             self.test_sets,
-            decode_options(self.cfg.decode),
+            self.cfg.decode,
             self.device,
             self.ctx,
             self._autocast(),

@@ -25,7 +25,7 @@ from seq2seq.data.pipeline import EncodedCorpus
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import Score, corpus_scores
 from seq2seq.heatmaps import attention_figure, figure_to_array, head_grid_figure
-from seq2seq.inference import DecodeOptions, clip_sources, decode_corpus
+from seq2seq.inference import clip_sources, decode_corpus
 from seq2seq.special_tokens import BOS_ID, PAD_ID
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.loss import label_smoothed_loss, perplexity
@@ -56,18 +56,6 @@ class ValidResult:
     def bleu(self) -> float:
         """Corpus BLEU of the decoded validation sentences."""
         return self.scores["bleu"].score
-
-
-def decode_options(cfg: ValidConfig | DecodeConfig, need_weights: bool = False) -> DecodeOptions:
-    """Search settings from the ``valid`` config (validation) or ``decode`` (the final test)."""
-    return DecodeOptions(
-        beam_size=cfg.beam_size,
-        length_penalty=cfg.length_penalty,
-        max_len_a=cfg.max_len_a,
-        max_len_b=cfg.max_len_b,
-        batch_size=cfg.batch_size,
-        need_weights=need_weights,
-    )
 
 
 @torch.no_grad()
@@ -103,14 +91,13 @@ def validate(
 
     count = len(corpus.src_ids) if cfg.max_sentences is None else cfg.max_sentences
     sources = corpus.src_ids[:count]
-    hypotheses = decode_sharded(
-        model, sources, tokenizer, decode_options(cfg), device, ctx, autocast
-    )
+    hypotheses = decode_sharded(model, sources, tokenizer, cfg.decode, device, ctx, autocast)
     scores = corpus_scores(hypotheses, corpus.raw.tgt[:count], ter=False)
     alignment = None
     if gold is not None and ctx.is_main:
         with autocast:
-            alignment = evaluate_alignment(model, tokenizer, gold, device, None, cfg.batch_size)
+            batch_size = cfg.decode.batch_size
+            alignment = evaluate_alignment(model, tokenizer, gold, device, None, batch_size)
     model.train()
     return ValidResult(loss, perplexity(loss), scores, hypotheses, alignment)
 
@@ -119,7 +106,7 @@ def decode_sharded(
     model: nn.Module,
     sources: list[list[int]],
     tokenizer: Tokenizer,
-    options: DecodeOptions,
+    options: DecodeConfig,
     device: torch.device,
     ctx: Distributed,
     autocast: AbstractContextManager,
@@ -147,7 +134,7 @@ def log_probes(
     """Draw each probe's attention over the model's own translation into TensorBoard."""
     model.eval()
     sources = clip_sources(model, [p.src_ids for p in probes])
-    nbests = decode_corpus(model, sources, device, decode_options(cfg))
+    nbests = decode_corpus(model, sources, device, cfg.decode)
     for k, (probe, src_ids, hyps) in enumerate(zip(probes, sources, nbests, strict=True)):
         hyp = hyps[0].tokens
         src = torch.tensor([src_ids], device=device)  # (1, S)
@@ -156,7 +143,7 @@ def log_probes(
         src_tokens = tokenizer.src_pieces(src_ids)
         tgt_tokens = [*tokenizer.tgt_pieces(hyp), "</s>"]
         cross = attention.cross[0].float().cpu()  # (L, H, T, S)
-        layer = cross[cfg.heatmap_layer]  # (H, T, S)
+        layer = cross[cfg.alignment_layer]  # (H, T, S)
         title = f"step {step}"
         figure = attention_figure(layer.mean(0).numpy(), src_tokens, tgt_tokens, title=title)
         writer.add_image(f"alignment/{k}", figure_to_array(figure), step, dataformats="HWC")
@@ -164,7 +151,7 @@ def log_probes(
             grid = head_grid_figure(cross.numpy(), src_tokens, tgt_tokens)
             writer.add_image(f"alignment_heads/{k}", figure_to_array(grid), step, dataformats="HWC")
         if attention.encoder is not None:
-            enc = attention.encoder[0, cfg.heatmap_layer].float().mean(0).cpu()  # (S, S)
+            enc = attention.encoder[0, cfg.alignment_layer].float().mean(0).cpu()  # (S, S)
             figure = attention_figure(enc.numpy(), src_tokens, src_tokens, title=title)
             writer.add_image(
                 f"encoder_attention/{k}", figure_to_array(figure), step, dataformats="HWC"
