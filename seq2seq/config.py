@@ -204,6 +204,7 @@ class EvaluateAppConfig:
     align_gold: str | None = None  # gold word alignments (Pharaoh or NAACL): report AER ...
     align_src: str | None = None  # ... of the attention on this space-tokenised source
     align_tgt: str | None = None  # ... force-decoding this target
+    threads: int | None = None  # CPU threads of the decoder (torch's or CTranslate2's)
 
 
 @dataclass
@@ -219,6 +220,21 @@ class TranslateAppConfig:
     alignment_format: str | None = None  # pharaoh: print word alignments (i-j) after a tab
     alignment_layer: int = -1  # Transformer: the decoder layer whose cross-attention is shown
     device: str = "auto"
+    threads: int | None = None  # CPU threads of the decoder (torch's or CTranslate2's)
+
+
+# Weight types of an exported CTranslate2 model; none keeps float32, the native precision.
+QUANTIZATIONS = ("none", "int8", "int8_float32", "float16")
+
+
+@dataclass
+class ExportAppConfig:
+    """seq2seq-export."""
+
+    checkpoint: str = MISSING  # a Transformer checkpoint file, or a run directory (its best.pt)
+    format: str = "ctranslate2"
+    output: str = MISSING  # a new directory: the exported model, vocabularies, SentencePiece
+    quantization: str = "none"  # none | int8 | int8_float32 | float16 (weights on disk)
 
 
 @dataclass
@@ -256,3 +272,4 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateAppConfig)
     cs.store(name="translate_schema", node=TranslateAppConfig)
     cs.store(name="serve_schema", node=ServeAppConfig)
+    cs.store(name="export_schema", node=ExportAppConfig)

@@ -18,9 +18,11 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from seq2seq.config import (
+    QUANTIZATIONS,
     DataConfig,
     DecodeConfig,
     EvaluateAppConfig,
+    ExportAppConfig,
     OptimConfig,
     RNNConfig,
     TokenizerConfig,
@@ -176,8 +178,17 @@ RULES: dict[type, dict[str, Rule]] = {
         "average_last": at_least(1),
         "device": DEVICE,
         "alignment_format": ALIGNMENT_FORMAT,
+        "threads": optional(at_least(1)),
     },
-    TranslateAppConfig: {"device": DEVICE, "alignment_format": ALIGNMENT_FORMAT},
+    TranslateAppConfig: {
+        "device": DEVICE,
+        "alignment_format": ALIGNMENT_FORMAT,
+        "threads": optional(at_least(1)),
+    },
+    ExportAppConfig: {
+        "format": one_of("ctranslate2"),
+        "quantization": one_of(*QUANTIZATIONS),
+    },
 }
 
 # Numeric fields that take any value of their type (so the completeness test can tell an

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -22,6 +22,12 @@ from seq2seq.training.checkpoint import load_checkpoint, resolve_checkpoint_path
 log = logging.getLogger(__name__)
 
 
+class PositionLimited(Protocol):
+    """A model, or an engine over one, with a longest sequence (None: no limit)."""
+
+    max_positions: int | None
+
+
 @dataclass
 class Translator:
     """A model ready to decode, with the tokenizer it was trained with."""
@@ -30,6 +36,7 @@ class Translator:
     tokenizer: Tokenizer
     checkpoint: dict[str, Any]
     device: torch.device
+    engine = "native"  # the other engine: seq2seq.export.engine.CTranslate2Translator
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device) -> Translator:
@@ -65,6 +72,16 @@ class Translator:
         model.to(device).eval()
         return cls(model, tokenizer, state, device)
 
+    def clip(self, sources: list[list[int]]) -> list[list[int]]:
+        """``sources`` cut to the model's ``max_positions`` (:func:`clip_sources`)."""
+        return clip_sources(self.model, sources)
+
+    def decode(
+        self, sources: list[list[int]], opts: DecodeConfig, need_weights: bool = False
+    ) -> list[list[Hypothesis]]:
+        """N-best hypotheses for every source, in input order (:func:`decode_corpus`)."""
+        return decode_corpus(self.model, sources, self.device, opts, need_weights)
+
 
 def pad_batch(
     sequences: list[list[int]], device: torch.device
@@ -78,7 +95,7 @@ def pad_batch(
     return src, src != PAD_ID
 
 
-def clip_sources(model: nn.Module, sources: list[list[int]]) -> list[list[int]]:
+def clip_sources(model: PositionLimited, sources: list[list[int]]) -> list[list[int]]:
     """``sources`` cut to the model's ``max_positions``, warning about each one cut."""
     limit = model.max_positions
     if limit is None or all(len(s) <= limit for s in sources):

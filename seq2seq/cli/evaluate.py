@@ -21,17 +21,20 @@ from seq2seq.cli.common import CONFIG_PATH, report_user_errors, run_command
 from seq2seq.config import DataConfig, EvaluateAppConfig
 from seq2seq.config_checks import check_config, layer_problems, raise_problems
 from seq2seq.data.corpora import ParallelCorpus, has_files, load_split, read_parallel
+from seq2seq.engines import open_translator, require_native
 from seq2seq.errors import UserError
 from seq2seq.evaluation import corpus_scores, scores_to_dict
-from seq2seq.inference import Translator, clip_sources, decode_corpus
+from seq2seq.export.engine import CTranslate2Translator
+from seq2seq.inference import Translator
 from seq2seq.textio import check_output, write_text
 from seq2seq.training.averaging import average_checkpoints, last_step_checkpoints
-from seq2seq.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def test_sets(cfg: DictConfig, translator: Translator) -> dict[str, ParallelCorpus]:
+def test_sets(
+    cfg: DictConfig, translator: Translator | CTranslate2Translator
+) -> dict[str, ParallelCorpus]:
     """The corpora to score: ``src_file``/``ref_file``, else named splits of the training data."""
     data = cfg.data
     if data.src_file or data.ref_file:
@@ -56,26 +59,29 @@ def test_sets(cfg: DictConfig, translator: Translator) -> dict[str, ParallelCorp
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
     """Decode every test set, write hypotheses and a metrics JSON, return the metrics."""
     check_config(cfg, EvaluateAppConfig)
-    device = resolve_device(cfg.device, setting="device")
-    translator = Translator.from_checkpoint(cfg.checkpoint, device)
+    translator = open_translator(cfg.checkpoint, cfg.device, cfg.threads)
     if cfg.average_last > 1:
+        model = require_native(translator, "average_last").model
         paths = last_step_checkpoints(cfg.checkpoint, cfg.average_last)
-        translator.model.load_state_dict(average_checkpoints(paths)["model"])
+        model.load_state_dict(average_checkpoints(paths)["model"])
         log.info("averaged the weights of %s", ", ".join(p.name for p in paths))
     if cfg.alignment_format is not None:
+        require_native(translator, "alignment_format")
         model_config = translator.checkpoint["model_config"]
         raise_problems(layer_problems(cfg.alignment_layer, "alignment_layer", model_config))
     tokenizer = translator.tokenizer
     gold = gold_from_config(cfg, tokenizer, prefix="")  # checked before the long decoding
+    if gold is not None:
+        translator = require_native(translator, "align_gold")
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = [p for p in (cfg.data.src_file, cfg.data.ref_file) if p]
     results: dict[str, dict] = {}
     for name, corpus in test_sets(cfg, translator).items():
         for suffix in (".hyp.txt", ".align"):
             check_output("hypotheses", out_dir / f"{name}{suffix}", inputs)
-        sources = clip_sources(translator.model, tokenizer.encode_src(corpus.src))
+        sources = translator.clip(tokenizer.encode_src(corpus.src))
         need_weights = cfg.alignment_format is not None
-        nbests = decode_corpus(translator.model, sources, device, cfg.decode, need_weights)
+        nbests = translator.decode(sources, cfg.decode, need_weights)
         hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
         write_text("hypotheses", out_dir / f"{name}.hyp.txt", "".join(h + "\n" for h in hypotheses))
         if cfg.alignment_format == "pharaoh":  # line i: links between source i and hypothesis i
@@ -93,7 +99,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
         "results": results,
     }
     if gold is not None:
-        summary["alignment"] = alignment_summary(translator, gold, device)
+        summary["alignment"] = alignment_summary(translator, gold, translator.device)
     write_text("metrics", out_dir / "metrics.json", json.dumps(summary, indent=2))
     print(f"hypotheses and metrics.json written to {out_dir}")
     return results

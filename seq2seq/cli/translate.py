@@ -18,11 +18,10 @@ from seq2seq.cli.common import CONFIG_PATH, report_user_errors, run_command
 from seq2seq.config import TranslateAppConfig
 from seq2seq.config_checks import check_config, layer_problems, raise_problems
 from seq2seq.decoding import Hypothesis
+from seq2seq.engines import open_translator, require_native
 from seq2seq.errors import UserError
 from seq2seq.heatmaps import attention_figure, save_figure
-from seq2seq.inference import Translator, clip_sources, decode_corpus
 from seq2seq.textio import atomic_output, check_output, check_writable, open_lines
-from seq2seq.training.distributed import resolve_device
 
 CHUNK_LINES = 256  # lines decoded together when reading a file or a pipe
 
@@ -39,11 +38,11 @@ class LineTranslator:
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device, setting="device")
-        self.translator = Translator.from_checkpoint(cfg.checkpoint, self.device)
+        self.translator = open_translator(cfg.checkpoint, cfg.device, cfg.threads)
         self.tokenizer = self.translator.tokenizer
         self.need_weights = bool(cfg.show_alignment or cfg.alignment_dir or cfg.alignment_format)
         if self.need_weights:
+            require_native(self.translator, "show_alignment, alignment_dir and alignment_format")
             model_config = self.translator.checkpoint["model_config"]
             raise_problems(layer_problems(cfg.alignment_layer, "alignment_layer", model_config))
         self.count = 0
@@ -53,9 +52,8 @@ class LineTranslator:
     def translate(self, lines: list[str]) -> list[str]:
         """One output block per input line (an empty line gives an empty line)."""
         sources = self.tokenizer.encode_src([line.strip() for line in lines])
-        sources = clip_sources(self.translator.model, sources)  # so labels match attention
-        model, decode = self.translator.model, self.cfg.decode
-        nbests = decode_corpus(model, sources, self.device, decode, self.need_weights)
+        sources = self.translator.clip(sources)  # so labels match attention
+        nbests = self.translator.decode(sources, self.cfg.decode, self.need_weights)
         return [self._format(src, hyps) for src, hyps in zip(sources, nbests, strict=True)]
 
     def _format(self, src: list[int], hyps: list[Hypothesis]) -> str:
