@@ -6,10 +6,13 @@ signature. For a Transformer checkpoint it also runs greedy search without the k
 cache, re-running the decoder over the whole target prefix at every step as JoeyNMT does
 (the encoder still runs once per batch, and only the newest position is projected to the
 vocabulary, so the gain is measured against a fair baseline), with the same batches in the
-same run, and reports the cache's speed-up. Prints one markdown table.
+same run, and reports the cache's speed-up. With ``--ctranslate2 none int8`` it exports the
+checkpoint to CTranslate2 once per quantization and times the exported engine with the same
+beams, batches and threads, with the share of hypotheses identical to the native ones.
+Prints one markdown table.
 
     PYTHONPATH=. python scripts/bench_decode.py CHECKPOINT --data-root /work/shared/data/multi30k \
-        --split test_2016_flickr --beams 1 5 --threads 2
+        --split test_2016_flickr --beams 1 5 --threads 2 --ctranslate2 none int8
     PYTHONPATH=. python scripts/bench_decode.py CHECKPOINT --src test.en --ref test.fr
 """
 
@@ -19,9 +22,11 @@ import argparse
 import math
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -32,6 +37,8 @@ from seq2seq.data.corpora import ParallelCorpus, load_split, read_parallel
 from seq2seq.decoding import GREEDY_SYNC_EVERY, Hypothesis, _log_probs, max_lengths
 from seq2seq.errors import UserError
 from seq2seq.evaluation import corpus_scores
+from seq2seq.export.directory import export_checkpoint
+from seq2seq.export.engine import CTranslate2Translator
 from seq2seq.inference import (
     Translator,
     clip_sources,
@@ -42,6 +49,8 @@ from seq2seq.inference import (
 from seq2seq.models.transformer import TransformerMemory, TransformerSeq2Seq
 from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
+# CTranslate2 weights by --ctranslate2 quantization: none keeps the native float32
+WEIGHTS = {"none": "fp32", "int8": "int8", "int8_float32": "int8_float32", "float16": "fp16"}
 WARMUP_SENTENCES = 16  # decoded once before timing, to pay one-off costs (allocator, threads)
 
 
@@ -112,6 +121,7 @@ class Row:
     bleu: float
     signature: str
     hypotheses: list[list[int]]
+    identical: str = field(default="")  # share of hypotheses equal to the native search's
 
 
 Decoder = Callable[[list[list[int]], DecodeConfig], list[list[Hypothesis]]]
@@ -147,6 +157,55 @@ def measure(
     )
 
 
+def ctranslate2_rows(
+    args: argparse.Namespace,
+    translator: Translator,
+    corpus: ParallelCorpus,
+    sources: list[list[int]],
+    base: DecodeConfig,
+    native: list[Row],
+) -> list[Row]:
+    """The exported engine, once per ``--ctranslate2`` quantization, at every beam size."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-ct2-") as work:
+        for quantization in args.ctranslate2:
+            output = export_checkpoint(args.checkpoint, Path(work) / quantization, quantization)
+            engine = CTranslate2Translator(output, "cpu", args.threads)
+            for beam, reference in zip(args.beams, native, strict=True):
+                search = "greedy" if beam == 1 else f"beam {beam}"
+                name = f"CTranslate2 {WEIGHTS[quantization]}, {search}"
+                opts = replace(base, beam_size=beam)
+                row = measure(
+                    name,
+                    engine.decode,
+                    translator,
+                    corpus,
+                    sources,
+                    opts,
+                    torch.device("cpu"),
+                    args.repeats,
+                )
+                same = sum(
+                    a == b for a, b in zip(row.hypotheses, reference.hypotheses, strict=True)
+                )
+                row.identical = f"{100 * same / len(sources):.1f}%"
+                rows.append(row)
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    """The rows as one markdown table, and the BLEU signature."""
+    print("| search | sentences/s | target tokens/s | BLEU | seconds | same as native |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r.name} | {r.sentences / r.seconds:.1f} | {r.tokens / r.seconds:.0f} "
+            f"| {r.bleu:.2f} | {r.seconds:.2f} | {r.identical} |"
+        )
+    print()
+    print(f"BLEU signature: {rows[0].signature}")
+
+
 def load_test_set(args: argparse.Namespace, translator: Translator) -> ParallelCorpus:
     """``--src``/``--ref``, else ``--split`` of the dataset the checkpoint was trained on."""
     if args.src or args.ref:
@@ -179,6 +238,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--ctranslate2",
+        nargs="*",
+        default=[],
+        choices=list(WEIGHTS),
+        help="also export to CTranslate2 with these quantizations and time it (on the CPU)",
+    )
     parser.add_argument(
         "--repeats", type=int, default=3, help="timed runs each; the fastest counts"
     )
@@ -226,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     is_transformer = isinstance(model, TransformerSeq2Seq)
     greedy_name = "greedy (KV cache)" if is_transformer else "greedy"
     rows = [timed(greedy_name if b == 1 else f"beam {b}", cached, b) for b in args.beams]
+    exported = ctranslate2_rows(args, translator, corpus, sources, base, rows)
     speedup = None
     if args.no_cache_baseline and is_transformer:
 
@@ -251,15 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{platform.processor() or platform.machine()}"
     )
     print()
-    print("| search | sentences/s | target tokens/s | BLEU | seconds |")
-    print("|---|---:|---:|---:|---:|")
-    for r in rows:
-        print(
-            f"| {r.name} | {r.sentences / r.seconds:.1f} | {r.tokens / r.seconds:.0f} "
-            f"| {r.bleu:.2f} | {r.seconds:.2f} |"
-        )
-    print()
-    print(f"BLEU signature: {rows[0].signature}")
+    print_table(rows + exported)
     if speedup is not None:
         ratio, same = speedup
         print(
