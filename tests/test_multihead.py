@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from seq2seq.models.attention.multihead import MultiHeadAttention, scaled_dot_product
 from seq2seq.models.base import select_batch
-from seq2seq.models.multihead import MultiHeadAttention, scaled_dot_product
 
 B, TQ, TK, D, H = 3, 5, 7, 16, 4
 

@@ -23,9 +23,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from seq2seq.models.attention.efficient import EfficientState
+from seq2seq.models.attention.multihead import ATTENTION_KINDS, KVCache, MultiHeadAttention
 from seq2seq.models.base import Attention
-from seq2seq.models.efficient import EfficientState
-from seq2seq.models.multihead import ATTENTION_KINDS, KVCache, MultiHeadAttention
 from seq2seq.special_tokens import PAD_ID
 
 POSITIONAL_KINDS = ("sinusoidal", "learned")

@@ -12,7 +12,7 @@ Two paths compute the same thing (within 1e-5):
   kernels and never materialises the weights; training and search use it.
 
 With ``kind="efficient"`` the softmax is replaced by efficient attention (Shen et al. 2021,
-:mod:`seq2seq.models.efficient`), whose cost is linear in the sequence length; its causal
+:mod:`seq2seq.models.attention.efficient`), whose cost is linear in the sequence length; its causal
 form's running sums are the decode cache. Efficient attention has no weight matrix to drop
 out, so ``dropout`` (attention dropout) applies to softmax attention only.
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.models.efficient import (
+from seq2seq.models.attention.efficient import (
     EfficientState,
     causal_efficient_attention,
     causal_efficient_step,
