@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.models.attention.efficient import EfficientState
-from seq2seq.models.attention.multihead import ATTENTION_KINDS, KVCache, MultiHeadAttention
+from seq2seq.models.attention.functional import ATTENTION_KINDS
+from seq2seq.models.attention.multihead import KVCache, MultiHeadAttention
 from seq2seq.models.base import Attention
 from seq2seq.special_tokens import PAD_ID
 
@@ -169,8 +170,8 @@ class DecoderLayer(ResidualLayer):
         else:
             h, cache = self.self_attn.step(h, cache)  # (B, 1, D)
         x = self.post(self.self_norm, x, h)
-        h, weights = self.cross_attn.attend(
-            self.pre(self.cross_norm, x), cross_keys, cross_values, src_mask, need_weights
+        h, weights = self.cross_attn(
+            self.pre(self.cross_norm, x), src_mask, need_weights, kv=(cross_keys, cross_values)
         )  # (B, T, D), (B, H, T, S)
         x = self.post(self.cross_norm, x, h)
         x = self.post(self.ff_norm, x, self.ff(self.pre(self.ff_norm, x)))

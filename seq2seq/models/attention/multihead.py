@@ -4,42 +4,22 @@ Each head h attends in its own d_h = d_model / H dimensional subspace:
 
     head_h = softmax(Q_h K_hᵀ / √d_h + mask) V_h,   out = concat(head_1 ... head_H) W_o
 
-Two paths compute the same thing (within 1e-5):
-
-- the weights path writes the formula out step by step (:func:`scaled_dot_product`) and
-  returns the (B, H, T_q, T_k) weights, for heatmaps;
-- the fast path calls ``torch.nn.functional.scaled_dot_product_attention``, which fuses the
-  kernels and never materialises the weights; training and search use it.
-
-With ``kind="efficient"`` the softmax is replaced by efficient attention (Shen et al. 2021,
-:mod:`seq2seq.models.attention.efficient`), whose cost is linear in the sequence length; its causal
-form's running sums are the decode cache. Efficient attention has no weight matrix to drop
-out, so ``dropout`` (attention dropout) applies to softmax attention only.
-
-Masks are boolean, True where attention may look: a key padding mask ``(B, T_k)`` (True on
-real tokens), or ``causal=True`` for decoder self-attention. Causal attention takes no key
-mask: with right padding, every padding position lies after all the real ones.
+How one head's attention is computed (the fused kernel, the written-out formula with its
+weights, or efficient attention) is decided in one place,
+:func:`seq2seq.models.attention.functional.attend`. Decoder self-attention steps one
+position at a time against a cache: :class:`KVCache` for softmax attention, the
+constant-size :class:`~seq2seq.models.attention.efficient.EfficientState` for efficient.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2seq.models.attention.efficient import (
-    EfficientState,
-    causal_efficient_attention,
-    causal_efficient_step,
-    causal_efficient_weights,
-    efficient_attention,
-    efficient_attention_weights,
-)
-
-ATTENTION_KINDS = ("softmax", "efficient")
+from seq2seq.models.attention.efficient import EfficientState, causal_efficient_step
+from seq2seq.models.attention.functional import ATTENTION_KINDS, attend
 
 
 class KVCache(NamedTuple):
@@ -57,6 +37,12 @@ class KVCache(NamedTuple):
     keys: Tensor  # (B, capacity, H, d_h); positions >= length are unused
     values: Tensor  # (B, capacity, H, d_h)
     length: int  # positions decoded so far
+
+    @staticmethod
+    def empty(batch: int, heads: int, head_dim: int, like: Tensor) -> KVCache:
+        """No positions yet, on ``like``'s device and dtype."""
+        empty = like.new_zeros(batch, 0, heads, head_dim)  # (B, 0, H, d_h)
+        return KVCache(empty, empty, 0)
 
     def append(self, k: Tensor, v: Tensor) -> KVCache:
         """The cache with one more position, ``k``/``v`` (B, H, 1, d_h), written in place."""
@@ -90,20 +76,6 @@ class KVCache(NamedTuple):
         return KVCache(keys, values, t)
 
 
-def scaled_dot_product(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0
-) -> tuple[Tensor, Tensor]:
-    """softmax(Q Kᵀ / √d_k) V with ``mask`` (broadcast to (B, H, Tq, Tk), True=attend)."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
-    if mask is not None:
-        # -inf, not a large negative number, so masked keys get exactly zero weight
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = scores.softmax(dim=-1)  # (B, H, Tq, Tk), each row sums to 1
-    # the weights returned for heatmaps are the ones before dropout
-    out = F.dropout(weights, p=dropout_p) @ v  # (B, H, Tq, d_v)
-    return out, weights
-
-
 class MultiHeadAttention(nn.Module):
     """Multi-head self- or cross-attention with separate Q, K, V and output projections."""
 
@@ -133,48 +105,31 @@ class MultiHeadAttention(nn.Module):
         return x.view(batch, length, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, d_h)
 
     def _merge_heads(self, x: Tensor) -> Tensor:
-        """(B, H, T, d_h) -> (B, T, D): the heads side by side, then the output projection."""
+        """(B, H, T, d_h) -> (B, T, D): the heads side by side."""
         batch, _, length, _ = x.shape
-        x = x.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)  # (B, T, D)
-        return self.out_proj(x)
+        return x.transpose(1, 2).reshape(batch, length, self.heads * self.head_dim)  # (B, T, D)
 
     def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Keys and values (B, H, T, d_h) of ``x`` (B, T, D): once per sentence for memory."""
         return self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
 
     def forward(
-        self, x: Tensor, key_mask: Tensor | None = None, need_weights: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
-        """Self-attention over ``x`` (B, T, D): output (B, T, D) and weights (B, H, T, T)."""
-        keys, values = self.project_kv(x)  # (B, H, T, d_h) each
-        return self.attend(x, keys, values, key_mask, need_weights)
-
-    def attend(
         self,
         x: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        key_mask: Tensor | None,
+        key_mask: Tensor | None = None,
         need_weights: bool = False,
+        kv: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Queries from ``x`` (B, Tq, D) to projected ``keys``/``values`` (B, H, Tk, d_h)."""
-        if self.causal and key_mask is not None:
-            raise ValueError("causal attention takes no key mask (right padding never leaks)")
-        q = self._split_heads(self.q_proj(x))  # (B, H, Tq, d_h)
-        if self.kind == "efficient":
-            out, weights = self._efficient(q, keys, values, key_mask, need_weights)
-        elif need_weights:
-            out, weights = scaled_dot_product(
-                q,
-                keys,
-                values,
-                self._mask(key_mask, q.size(2), keys.size(2), q.device),
-                self.dropout_p if self.training else 0.0,
-            )  # (B, H, Tq, d_h), (B, H, Tq, Tk)
-        else:
-            out = self._fast(q, keys, values, key_mask, self.causal)  # (B, H, Tq, d_h)
-            weights = None
-        return self._merge_heads(out), weights  # (B, Tq, D)
+        """Queries from ``x`` (B, Tq, D) to ``x`` itself or, for cross-attention, to ``kv``.
+
+        ``kv`` is :meth:`project_kv` of the memory, made once per sentence; ``key_mask``
+        (B, Tk) is True on real keys. Returns (B, Tq, D) and, if asked, (B, H, Tq, Tk) weights.
+        """
+        q = self._split_heads(self.q_proj(x))  # (B, Tq, D) -> (B, H, Tq, d_h)
+        k, v = self.project_kv(x) if kv is None else kv  # (B, H, Tk, d_h) each
+        y, weights = self._attend(q, k, v, key_mask, need_weights, self.causal)  # (B, H, Tq, d_h)
+        y = self._merge_heads(y)  # (B, Tq, D)
+        return self.out_proj(y), weights  # (B, Tq, D), (B, H, Tq, Tk) or None
 
     def step(
         self, x: Tensor, cache: KVCache | EfficientState
@@ -183,63 +138,37 @@ class MultiHeadAttention(nn.Module):
         q = self._split_heads(self.q_proj(x))  # (B, H, 1, d_h)
         k, v = self.project_kv(x)  # (B, H, 1, d_h) each
         if self.kind == "efficient":
-            out, cache = causal_efficient_step(q, k, v, cache)  # (B, H, 1, d_h)
+            y, cache = causal_efficient_step(q, k, v, cache)  # (B, H, 1, d_h)
         else:
             cache = cache.append(k, v)
-            keys, values = cache.used()  # (B, H, t, d_h) each
-            # the newest query may see every cached key: no causal mask
-            out = self._fast(q, keys, values, None, causal=False)  # (B, H, 1, d_h)
-        return self._merge_heads(out), cache
+            # the newest query may see every cached key: no causal mask; y is (B, H, 1, d_h)
+            y, _ = self._attend(q, *cache.used(), None, need_weights=False, causal=False)
+        return self.out_proj(self._merge_heads(y)), cache  # (B, 1, D)
 
     def empty_cache(self, batch: int, like: Tensor) -> KVCache | EfficientState:
         """The cache before the first step, on ``like``'s device and dtype."""
         if self.kind == "efficient":
-            # the empty prefix: no context, and the log of an empty sum of exponentials
-            context = like.new_zeros(batch, self.heads, self.head_dim, self.head_dim)
-            log_norm = like.new_full((batch, self.heads, self.head_dim), float("-inf"))
-            return EfficientState(context, log_norm)  # (B, H, d_h, d_h), (B, H, d_h)
-        empty = like.new_zeros(batch, 0, self.heads, self.head_dim)  # (B, 0, H, d_h)
-        return KVCache(empty, empty, 0)
+            return EfficientState.empty(batch, self.heads, self.head_dim, like)
+        return KVCache.empty(batch, self.heads, self.head_dim, like)
 
-    def _mask(
-        self, key_mask: Tensor | None, q_len: int, k_len: int, device: torch.device
-    ) -> Tensor | None:
-        """Boolean mask broadcastable to (B, H, Tq, Tk), True where a query may look."""
-        if self.causal:
-            return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril()  # (Tq, Tk)
-        if key_mask is not None:
-            return key_mask[:, None, None, :]  # (B, 1, 1, Tk)
-        return None
-
-    def _fast(
-        self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causal: bool
-    ) -> Tensor:
-        """The fused kernel; (B, H, Tq, d_h).
-
-        A single query (a decoding step) on CPU takes the written-out math instead: it is
-        1.7-3.4x faster than the fused CPU kernel there (B 64-150, 4 heads, 20-40 keys).
-        """
-        if q.size(2) == 1 and not causal and q.device.type == "cpu":
-            mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Tk)
-            dropout_p = self.dropout_p if self.training else 0.0
-            return scaled_dot_product(q, k, v, mask, dropout_p)[0]
-        return F.scaled_dot_product_attention(
+    def _attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        key_mask: Tensor | None,
+        need_weights: bool,
+        causal: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """:func:`attend` with this module's kind and, in training, its attention dropout."""
+        dropout_p = self.dropout_p if self.training else 0.0
+        return attend(
             q,
             k,
             v,
-            attn_mask=None if key_mask is None else key_mask[:, None, None, :],  # (B, 1, 1, Tk)
-            dropout_p=self.dropout_p if self.training else 0.0,
-            is_causal=causal,
+            key_mask,
+            kind=self.kind,
+            causal=causal,
+            need_weights=need_weights,
+            dropout_p=dropout_p,
         )
-
-    def _efficient(
-        self, q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, need_weights: bool
-    ) -> tuple[Tensor, Tensor | None]:
-        """Efficient attention (B, H, Tq, d_h) and, if asked, its implied (B, H, Tq, Tk) matrix."""
-        if self.causal:
-            out = causal_efficient_attention(q, k, v)
-            weights = causal_efficient_weights(q, k) if need_weights else None
-        else:
-            out = efficient_attention(q, k, v, key_mask)
-            weights = efficient_attention_weights(q, k, key_mask) if need_weights else None
-        return out, weights
