@@ -178,6 +178,26 @@ class DecoderLayer(ResidualLayer):
         return x, cache, weights
 
 
+def _check_options(
+    src_vocab: int,
+    tgt_vocab: int,
+    joint_vocab: bool,
+    positional: str,
+    encoder_self_attention: str,
+    decoder_self_attention: str,
+) -> None:
+    """One clear error for a setting the constructor cannot build."""
+    if joint_vocab and src_vocab != tgt_vocab:
+        raise ValueError(f"a joint vocabulary has one size, got {src_vocab} and {tgt_vocab}")
+    if positional not in POSITIONAL_KINDS:
+        raise ValueError(f"unknown positional {positional!r}; valid: {', '.join(POSITIONAL_KINDS)}")
+    for name, kind in (("encoder", encoder_self_attention), ("decoder", decoder_self_attention)):
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(
+                f"unknown {name}_self_attention {kind!r}; valid: {', '.join(ATTENTION_KINDS)}"
+            )
+
+
 class TransformerSeq2Seq(nn.Module):
     """Encoder–decoder Transformer implementing the ``Seq2SeqModel`` interface.
 
@@ -209,20 +229,14 @@ class TransformerSeq2Seq(nn.Module):
         joint_vocab: bool = False,
     ) -> None:
         super().__init__()
-        if joint_vocab and src_vocab != tgt_vocab:
-            raise ValueError(f"a joint vocabulary has one size, got {src_vocab} and {tgt_vocab}")
-        if positional not in POSITIONAL_KINDS:
-            raise ValueError(
-                f"unknown positional {positional!r}; valid: {', '.join(POSITIONAL_KINDS)}"
-            )
-        for name, kind in (
-            ("encoder", encoder_self_attention),
-            ("decoder", decoder_self_attention),
-        ):
-            if kind not in ATTENTION_KINDS:
-                raise ValueError(
-                    f"unknown {name}_self_attention {kind!r}; valid: {', '.join(ATTENTION_KINDS)}"
-                )
+        _check_options(
+            src_vocab,
+            tgt_vocab,
+            joint_vocab,
+            positional,
+            encoder_self_attention,
+            decoder_self_attention,
+        )
         self.max_positions = max_positions
         self.embed_scale = math.sqrt(d_model)
 
@@ -246,7 +260,14 @@ class TransformerSeq2Seq(nn.Module):
         self.enc_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
         self.dec_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
         self.out_proj = nn.Linear(d_model, tgt_vocab, bias=False)
+        self._init_weights(d_model)
+        if tie_embeddings:
+            self.out_proj.weight = self.tgt_embed.weight
+            if joint_vocab:
+                self.src_embed.weight = self.tgt_embed.weight
 
+    def _init_weights(self, d_model: int) -> None:
+        """Xavier-uniform linear layers; embeddings N(0, 1/d) with a zero PAD row."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -254,10 +275,6 @@ class TransformerSeq2Seq(nn.Module):
             # std d^-1/2 so tokens are ~N(0, 1) after the √d scale, and tied logits stay small
             nn.init.normal_(embed.weight, std=d_model**-0.5)
             nn.init.zeros_(embed.weight[PAD_ID])
-        if tie_embeddings:
-            self.out_proj.weight = self.tgt_embed.weight
-            if joint_vocab:
-                self.src_embed.weight = self.tgt_embed.weight
 
     def _embed(self, table: nn.Embedding, tokens: Tensor, positions: Tensor) -> Tensor:
         """Token embeddings · √d + position encodings, then dropout: (B, T) -> (B, T, D)."""
