@@ -79,6 +79,17 @@ class FeedForward(nn.Sequential):
         )
 
 
+class LayerSizes(NamedTuple):
+    """What every encoder and decoder layer is built from."""
+
+    d_model: int
+    heads: int
+    ff_dim: int
+    dropout: float  # on every sublayer's output and inside the feed-forward network
+    attn_dropout: float  # on the attention weights (softmax attention only)
+    norm_first: bool  # pre-norm (True) or post-norm
+
+
 class ResidualLayer(nn.Module):
     """Residual sublayers with LayerNorm before them (pre-norm) or after the sum (post-norm)."""
 
@@ -100,20 +111,14 @@ class ResidualLayer(nn.Module):
 class EncoderLayer(ResidualLayer):
     """Self-attention over the source, then the feed-forward network."""
 
-    def __init__(
-        self,
-        d_model: int,
-        heads: int,
-        ff_dim: int,
-        dropout: float,
-        attn_dropout: float,
-        norm_first: bool,
-        self_attention: str,
-    ) -> None:
-        super().__init__(dropout, norm_first)
-        self.self_attn = MultiHeadAttention(d_model, heads, attn_dropout, self_attention)
+    def __init__(self, sizes: LayerSizes, self_attention: str) -> None:
+        super().__init__(sizes.dropout, sizes.norm_first)
+        d_model = sizes.d_model
+        self.self_attn = MultiHeadAttention(
+            d_model, sizes.heads, sizes.attn_dropout, self_attention
+        )
         self.self_norm = nn.LayerNorm(d_model)
-        self.ff = FeedForward(d_model, ff_dim, dropout)
+        self.ff = FeedForward(d_model, sizes.ff_dim, sizes.dropout)
         self.ff_norm = nn.LayerNorm(d_model)
 
     def forward(
@@ -129,17 +134,9 @@ class EncoderLayer(ResidualLayer):
 class DecoderLayer(ResidualLayer):
     """Causal self-attention, cross-attention to the source, then the feed-forward network."""
 
-    def __init__(
-        self,
-        d_model: int,
-        heads: int,
-        ff_dim: int,
-        dropout: float,
-        attn_dropout: float,
-        norm_first: bool,
-        self_attention: str,
-    ) -> None:
-        super().__init__(dropout, norm_first)
+    def __init__(self, sizes: LayerSizes, self_attention: str) -> None:
+        super().__init__(sizes.dropout, sizes.norm_first)
+        d_model, heads, attn_dropout = sizes.d_model, sizes.heads, sizes.attn_dropout
         self.self_attn = MultiHeadAttention(
             d_model, heads, attn_dropout, self_attention, causal=True
         )
@@ -147,7 +144,7 @@ class DecoderLayer(ResidualLayer):
         # always softmax: its weights are the alignment heatmaps
         self.cross_attn = MultiHeadAttention(d_model, heads, attn_dropout, "softmax")
         self.cross_norm = nn.LayerNorm(d_model)
-        self.ff = FeedForward(d_model, ff_dim, dropout)
+        self.ff = FeedForward(d_model, sizes.ff_dim, sizes.dropout)
         self.ff_norm = nn.LayerNorm(d_model)
 
     def forward(
@@ -249,12 +246,12 @@ class TransformerSeq2Seq(nn.Module):
             else nn.Embedding(max_positions, d_model)
         )
         self.dropout = nn.Dropout(dropout)
-        layer_args = (d_model, heads, ff_dim, dropout, attn_dropout, norm_first)
+        sizes = LayerSizes(d_model, heads, ff_dim, dropout, attn_dropout, norm_first)
         self.encoder = nn.ModuleList(
-            EncoderLayer(*layer_args, encoder_self_attention) for _ in range(enc_layers)
+            EncoderLayer(sizes, encoder_self_attention) for _ in range(enc_layers)
         )
         self.decoder = nn.ModuleList(
-            DecoderLayer(*layer_args, decoder_self_attention) for _ in range(dec_layers)
+            DecoderLayer(sizes, decoder_self_attention) for _ in range(dec_layers)
         )
         # pre-norm leaves the residual stream unnormalised: one LayerNorm closes each stack
         self.enc_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
