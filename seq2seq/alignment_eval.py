@@ -24,6 +24,7 @@ from seq2seq.alignment import (
     Gold,
     Link,
     aer,
+    gold_lines,
     hard_alignment,
     read_naacl,
     read_pharaoh,
@@ -75,9 +76,7 @@ class AlignmentScores:
 
 def read_gold(path: str | Path, n_sentences: int) -> list[Gold]:
     """Gold links of ``n_sentences`` sentences, Pharaoh or NAACL (``sent i j S|P``) by content."""
-    if not Path(path).is_file():
-        raise UserError(f"gold alignment file not found: {path}")
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in gold_lines(path, "gold alignment")]
     first = next((line for line in lines if line), "")
     # "1001 1 1 S" has no dash or p between numbers, so it cannot be read as Pharaoh links.
     if _NAACL_LINE.fullmatch(first):
@@ -96,9 +95,7 @@ def load_gold_set(gold: str | Path, src: str | Path, tgt: str | Path) -> GoldSet
     """Read a gold alignment file and its space-tokenised source and target text."""
     texts = []
     for path in (src, tgt):
-        if not Path(path).is_file():
-            raise UserError(f"alignment text file not found: {path}")
-        texts.append(Path(path).read_text(encoding="utf-8").splitlines())
+        texts.append(gold_lines(path, "alignment text"))
     if len(texts[0]) != len(texts[1]):
         raise UserError(f"{src} has {len(texts[0])} lines but {tgt} has {len(texts[1])}.")
     golds = read_gold(gold, len(texts[0]))
