@@ -208,6 +208,32 @@ def forced_attention(
     return out
 
 
+def layer_links(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    src_texts: list[str],
+    tgt_texts: list[str],
+    device: torch.device,
+    batch_size: int = 32,
+    reading: str = "predict",
+) -> list[list[set[Link]]]:
+    """Hard word links ``[layer][pair]`` of each pair, its target force-decoded.
+
+    The texts are space-tokenised words that their SentencePiece pieces split into
+    (:func:`scorable`); a link ``(i, j)`` joins source word i and target word j.
+    """
+    src_ids, tgt_ids = tokenizer.encode_src(src_texts), tokenizer.encode_tgt(tgt_texts)
+    attentions = forced_attention(model, src_ids, tgt_ids, device, batch_size)
+    n_layers = attentions[0].shape[0] if attentions else 1
+    per_layer: list[list[set[Link]]] = [[] for _ in range(n_layers)]
+    for src, tgt, cross in zip(src_ids, tgt_ids, attentions, strict=True):
+        src_pieces, tgt_pieces = tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"]
+        for index in range(n_layers):
+            words = word_scores(cross, src_pieces, tgt_pieces, index, reading)  # (T_w, S_w)
+            per_layer[index].append(hard_alignment(words))
+    return per_layer
+
+
 def evaluate_alignment(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -222,16 +248,9 @@ def evaluate_alignment(
     ``reading``: which decoder step's attention aligns a target token (:func:`word_scores`).
     """
     keep = [k for k in range(len(gold)) if scorable(tokenizer, gold.src[k], gold.tgt[k])]
-    src_ids = tokenizer.encode_src([gold.src[k] for k in keep])
-    tgt_ids = tokenizer.encode_tgt([gold.tgt[k] for k in keep])
-    attentions = forced_attention(model, src_ids, tgt_ids, device, batch_size)
-    n_layers = attentions[0].shape[0] if attentions else 1
-    per_layer: list[list[set[Link]]] = [[] for _ in range(n_layers)]
-    for src, tgt, cross in zip(src_ids, tgt_ids, attentions, strict=True):
-        src_pieces, tgt_pieces = tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"]
-        for index in range(n_layers):
-            words = word_scores(cross, src_pieces, tgt_pieces, index, reading)  # (T_w, S_w)
-            per_layer[index].append(hard_alignment(words))
+    src_texts, tgt_texts = [gold.src[k] for k in keep], [gold.tgt[k] for k in keep]
+    per_layer = layer_links(model, tokenizer, src_texts, tgt_texts, device, batch_size, reading)
+    n_layers = len(per_layer)
     sure, possible = [gold.sure[k] for k in keep], [gold.possible[k] for k in keep]
     layers = [aer(links, sure, possible) for links in per_layer]
     if layer is None:
