@@ -111,12 +111,17 @@ def hard_alignment(matrix: Tensor | np.ndarray, threshold: float | None = None) 
     return links
 
 
+SYMMETRIZATIONS = ("intersection", "union", "grow-diag-final-and")
+_NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+
+
 def symmetrize(a_st: Iterable[Link], a_ts: Iterable[Link], mode: str = "intersection") -> set[Link]:
     """Combine source→target links ``(i, j)`` with target→source links ``(j, i)`` (as produced).
 
     ``a_ts`` comes from the reverse-direction model, whose "source" is our target, so its
-    pairs are flipped before combining. ``mode`` is ``"intersection"`` (precise) or
-    ``"union"`` (high recall).
+    pairs are flipped before combining. ``mode`` is ``"intersection"`` (precise),
+    ``"union"`` (high recall) or ``"grow-diag-final-and"`` (Koehn et al. 2005: the
+    intersection grown into neighbouring union links, then unaligned words' links).
     """
     forward = set(a_st)
     backward = {(i, j) for j, i in a_ts}
@@ -124,7 +129,32 @@ def symmetrize(a_st: Iterable[Link], a_ts: Iterable[Link], mode: str = "intersec
         return forward & backward
     if mode == "union":
         return forward | backward
-    raise ValueError(f"symmetrize mode must be 'intersection' or 'union', not {mode!r}")
+    if mode == "grow-diag-final-and":
+        return _grow_diag_final_and(forward, backward)
+    raise ValueError(f"symmetrize mode must be one of {', '.join(SYMMETRIZATIONS)}, not {mode!r}")
+
+
+def _grow_diag_final_and(forward: set[Link], backward: set[Link]) -> set[Link]:
+    """Grow-diag-final-and of two link sets in the same (source i, target j) orientation."""
+    union, links = forward | backward, forward & backward
+
+    def unaligned(i: int, j: int) -> bool:  # either word still without a link
+        return all(s != i for s, _ in links) or all(t != j for _, t in links)
+
+    grown = True
+    while grown:  # grow-diag: neighbours (diagonals too) of links, from the union
+        grown = False
+        for i, j in sorted(links):
+            for di, dj in _NEIGHBOURS:
+                point = (i + di, j + dj)
+                if point in union and point not in links and unaligned(*point):
+                    links.add(point)
+                    grown = True
+    for direction in (forward, backward):  # final-and: words unaligned on both sides
+        for i, j in sorted(direction):
+            if all(s != i for s, _ in links) and all(t != j for _, t in links):
+                links.add((i, j))
+    return links
 
 
 def to_pharaoh(links: Iterable[Link], possible: Iterable[Link] = ()) -> str:
