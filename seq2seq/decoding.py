@@ -23,7 +23,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from seq2seq.models.base import Memory, Seq2SeqModel, State, select_batch
+from seq2seq.config import DecodeConfig
+from seq2seq.models.base import Memory, Seq2SeqModel, State, position_limits, select_batch
 from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 # Greedy decoding asks the device whether every sentence has finished only this often: each
@@ -48,7 +49,8 @@ def max_lengths(
     With ``max_positions`` (the model's limit) the decoder's input, BOS and the tokens before
     the final EOS, never outgrows it.
     """
-    cap = math.inf if max_positions is None else max_positions - 1
+    _, tgt_limit = position_limits(max_positions)
+    cap = math.inf if tgt_limit is None else tgt_limit
     return [
         int(max(0, min(cap, math.floor(max_len_a * n + max_len_b))))
         for n in src_mask.sum(dim=1).tolist()
@@ -373,21 +375,14 @@ def _extend(history: Tensor | None, step: Tensor, rows: Tensor) -> Tensor:
     return torch.cat([history.index_select(0, rows), current], dim=3)
 
 
-def translate_batch(
-    model: Seq2SeqModel,
-    src: Tensor,
-    src_mask: Tensor,
-    *,
-    beam_size: int,
-    length_penalty: float,
-    max_len_a: float,
-    max_len_b: int,
-    need_weights: bool = False,
-) -> list[Hypothesis]:
-    """The best hypothesis per sentence: greedy search for beam size 1, else beam search."""
-    if beam_size == 1:
-        return greedy_search(model, src, src_mask, max_len_a, max_len_b, need_weights)
-    nbests = beam_search(
-        model, src, src_mask, beam_size, length_penalty, max_len_a, max_len_b, 1, need_weights
-    )
-    return [hyps[0] for hyps in nbests]
+def search(
+    model: Seq2SeqModel, src: Tensor, src_mask: Tensor, decode: DecodeConfig, need_weights: bool
+) -> list[list[Hypothesis]]:
+    """``decode.nbest`` hypotheses per sentence: greedy search for beam 1 and nbest 1, else
+    beam search with a beam of at least ``nbest``."""
+    a, b = decode.max_len_a, decode.max_len_b
+    if decode.beam_size == 1 and decode.nbest == 1:
+        return [[hyp] for hyp in greedy_search(model, src, src_mask, a, b, need_weights)]
+    beam = max(decode.beam_size, decode.nbest)
+    alpha = decode.length_penalty
+    return beam_search(model, src, src_mask, beam, alpha, a, b, decode.nbest, need_weights)
