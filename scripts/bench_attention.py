@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seq2seq.models.efficient import causal_efficient_attention, efficient_attention
+from seq2seq.models.attention.efficient import causal_efficient_attention, efficient_attention
 
 
 def _math(q: Tensor, k: Tensor, v: Tensor) -> Tensor:

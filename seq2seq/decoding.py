@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from seq2seq.models.base import Seq2SeqModel, select_batch
+from seq2seq.config import DecodeConfig
+from seq2seq.models.base import Memory, Seq2SeqModel, State, position_limits, select_batch
 from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 # Greedy decoding asks the device whether every sentence has finished only this often: each
@@ -47,7 +49,8 @@ def max_lengths(
     With ``max_positions`` (the model's limit) the decoder's input, BOS and the tokens before
     the final EOS, never outgrows it.
     """
-    cap = math.inf if max_positions is None else max_positions - 1
+    _, tgt_limit = position_limits(max_positions)
+    cap = math.inf if tgt_limit is None else tgt_limit
     return [
         int(max(0, min(cap, math.floor(max_len_a * n + max_len_b))))
         for n in src_mask.sum(dim=1).tolist()
@@ -123,16 +126,23 @@ def greedy_search(
                     x.index_select(0, keep) for x in (rows, prev, finished, limit, src_mask)
                 )
 
-    all_tokens = out_tokens.tolist()  # (B, T)
-    all_scores = out_scores.tolist()
-    weights = out_attention.float().cpu() if out_attention is not None else None
+    return _greedy_hypotheses(out_tokens, out_scores, out_attention, host_mask)
+
+
+def _greedy_hypotheses(
+    tokens: Tensor, scores: Tensor, attention: Tensor | None, host_mask: Tensor
+) -> list[Hypothesis]:
+    """Greedy search's outputs, tokens (B, T) up to EOS, scores (B,) and attention
+    (B, L, H, T, S), as hypotheses: one host transfer for the whole batch."""
+    all_tokens, all_scores = tokens.tolist(), scores.tolist()
+    weights = attention.float().cpu() if attention is not None else None
     hyps = []
-    for b in range(batch):
-        length = all_tokens[b].index(EOS_ID)  # the forced EOS at the limit guarantees one
-        attention = None
+    for b, row in enumerate(all_tokens):
+        length = row.index(EOS_ID)  # the forced EOS at the limit guarantees one
+        sentence_attention = None
         if weights is not None:
-            attention = _real_source(weights[b, :, :, : length + 1], host_mask[b])
-        hyps.append(Hypothesis(all_tokens[b][:length], all_scores[b], attention))
+            sentence_attention = _real_source(weights[b, :, :, : length + 1], host_mask[b])
+        hyps.append(Hypothesis(row[:length], all_scores[b], sentence_attention))
     return hyps
 
 
@@ -142,6 +152,31 @@ class _Finished:
 
     normalised: float
     hypothesis: Hypothesis
+
+
+@dataclass
+class _Beams:
+    """The live beams of the n sentences still decoding, as rows ``sentence * k + beam``."""
+
+    memory: Memory  # the encoder's memory, k copies per sentence
+    state: State  # the decoder state after the tokens so far
+    mask: Tensor  # (n*k, S) source mask
+    limit: Tensor  # (n*k,) most target tokens before EOS
+    scores: Tensor  # (n*k,) sum of the tokens' log-probs
+    prev: Tensor  # (n*k,) the last token, input of the next step
+    history: Tensor  # (n*k, t) the tokens so far
+    attention: Tensor | None  # (n*k, L, H, t, S) their cross-attention, if asked
+    active: list[int]  # original index of each sentence still decoding
+
+
+class _Step(NamedTuple):
+    """One step's choice per sentence: its top 2k extensions and the k of them that stay live."""
+
+    scores: Tensor  # (n, 2k) the best extensions' scores, best first
+    tokens: Tensor  # (n, 2k) the token each appends
+    rows: Tensor  # (n, 2k) the beam row each extends
+    live: Tensor  # (n, k) scores of the best k that do not end in EOS (-inf: fewer exist)
+    picked: Tensor  # (n, k) where those k stand among the 2k
 
 
 @torch.inference_mode()
@@ -166,113 +201,169 @@ def beam_search(
     """
     if not 1 <= nbest <= beam_size:
         raise ValueError(f"need 1 <= nbest <= beam_size, got nbest={nbest}, beam_size={beam_size}")
-    k = beam_size
-    device = src.device
     limits = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)
     # The longest any hypothesis of a sentence can get (its tokens plus EOS) fixes the best
-    # length penalty still reachable, used by the stopping rule below.
+    # length penalty still reachable, used by the stopping rule (_still_open).
     limit_penalty = [_length_penalty(n + 1, length_penalty) for n in limits]
     host_mask = src_mask.cpu()
-
-    rows = torch.arange(src.size(0), device=device).repeat_interleave(k)  # (B*k,)
-    memory = select_batch(model.encode(src, src_mask), rows)
-    mask = src_mask.index_select(0, rows)  # (B*k, S)
-    state = model.init_state(memory, mask)
-    # All k beams start identical; only beam 0 is alive, so the first step takes distinct
-    # tokens from it instead of copies of the best one.
-    scores = torch.full((src.size(0), k), -math.inf, device=device)
-    scores[:, 0] = 0.0
-    scores = scores.view(-1)  # (n*k,) over the n sentences still decoding
-    prev = torch.full_like(rows, BOS_ID)  # (n*k,)
-    history = torch.zeros(rows.size(0), 0, dtype=torch.long, device=device)  # (n*k, t)
-    attention_history: Tensor | None = None  # (n*k, L, H, t, S)
-    active = list(range(src.size(0)))  # original index of each sentence still decoding
-    limit = torch.tensor(limits, device=device).index_select(0, rows)  # (n*k,)
-    finished: list[list[_Finished]] = [[] for _ in active]
-
+    beams = _start(model, src, src_mask, beam_size, limits)
+    finished: list[list[_Finished]] = [[] for _ in beams.active]
     for t in range(max(limits) + 1):
-        n = len(active)
-        logits, state, attention = model.decode_step(memory, mask, prev, state, need_weights)
-        logp = _log_probs(logits, limit <= t)  # (n*k, V)
-        vocab = logp.size(-1)
-        candidates = (scores[:, None] + logp).view(n, k * vocab)
-        top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k) each
-        top_tokens = top_index % vocab  # (n, 2k)
-        offsets = torch.arange(n, device=device)[:, None] * k  # (n, 1) first row of each sentence
-        top_rows = top_index // vocab + offsets  # (n, 2k) the row each candidate extends
-        is_eos = top_tokens == EOS_ID  # (n, 2k)
-        # The best k candidates that do not end stay live (-inf: fewer than k exist).
-        live, picked = top_scores.masked_fill(is_eos, -math.inf).topk(k, dim=1)  # (n, k) each
-        tokens = top_tokens.gather(1, picked)  # (n, k)
-        origin = top_rows.gather(1, picked).view(-1)  # (n*k,)
-
-        # Set aside this step's finished hypotheses: one host transfer for all of them.
-        ended_at = (is_eos & (top_scores > -math.inf)).view(-1).nonzero().squeeze(1)  # (m,)
-        if ended_at.numel() > 0:
-            ended_rows = top_rows.view(-1).index_select(0, ended_at)  # (m,) the rows they extend
-            ended_tokens = history.index_select(0, ended_rows).tolist()  # (m, t)
-            ended_scores = top_scores.view(-1).index_select(0, ended_at).tolist()
-            ended_attention = (
-                _extend(attention_history, attention, ended_rows).float().cpu()
-                if attention is not None
-                else None
-            )  # (m, L, H, t+1, S)
-            for i, position in enumerate(ended_at.tolist()):
-                sentence = active[position // top_scores.size(1)]
-                weights = None
-                if ended_attention is not None:
-                    weights = _real_source(ended_attention[i], host_mask[sentence])
-                hyp = Hypothesis(ended_tokens[i], ended_scores[i], weights)
-                normalised = ended_scores[i] / _length_penalty(t + 1, length_penalty)
-                finished[sentence].append(_Finished(normalised, hyp))
-        if attention is not None:
-            attention_history = _extend(attention_history, attention, origin)  # (n*k, L, H, t+1, S)
-
-        # A sentence is done when no live beam can still enter its n-best. A live beam's raw
-        # score s <= 0 only falls as tokens (log-probs <= 0) are added, and any completion has
-        # |Y| between t + 2 (EOS next step) and limit + 1. Dividing a non-positive score by a
-        # larger penalty raises it, so no completion normalises above
-        # s / max(lp(t + 2), lp(limit + 1)): for alpha > 0 that is s over the penalty at the
-        # length cap (not at the current length, which would stop too early), for alpha = 0
-        # just s. Once the nbest-th best finished hypothesis reaches the best live beam's
-        # bound, nothing left can change the result.
-        best_live = live.max(dim=1).values.tolist()  # (n,)
-        keep = []
-        for position, sentence in enumerate(active):
-            bound = best_live[position] / max(
-                _length_penalty(t + 2, length_penalty), limit_penalty[sentence]
-            )
-            done_list = finished[sentence]
-            if bound == -math.inf:
-                continue
-            if len(done_list) >= nbest:
-                nth = sorted((f.normalised for f in done_list), reverse=True)[nbest - 1]
-                if nth >= bound:
-                    continue
-            keep.append(position)
+        candidates, state, attention = _expand(model, beams, t, need_weights)
+        step = _select_2k(candidates, beam_size)
+        _retire_finished(step, beams, attention, t, length_penalty, host_mask, finished)
+        keep = _still_open(
+            step.live, beams.active, finished, t, length_penalty, limit_penalty, nbest
+        )
         if not keep:
             break
-
-        next_rows = origin  # (n*k,) reorder the beams to follow their chosen candidates
-        scores, prev = live.view(-1), tokens.view(-1)
-        if len(keep) < n:
-            kept = torch.tensor(keep, device=device)
-            kept_rows = (kept[:, None] * k + torch.arange(k, device=device)).view(-1)  # (n'*k,)
-            next_rows = next_rows.index_select(0, kept_rows)
-            scores, prev = scores.index_select(0, kept_rows), prev.index_select(0, kept_rows)
-            if attention_history is not None:
-                attention_history = attention_history.index_select(0, kept_rows)
-            memory = select_batch(memory, kept_rows)
-            mask = mask.index_select(0, kept_rows)
-            limit = limit.index_select(0, kept_rows)
-            active = [active[p] for p in keep]
-        state = select_batch(state, next_rows)
-        history = torch.cat([history.index_select(0, next_rows), prev[:, None]], dim=1)
-
+        beams = _reorder(beams, state, attention, step, keep)
     return [
         [f.hypothesis for f in sorted(done_list, key=lambda f: -f.normalised)[:nbest]]
         for done_list in finished
     ]
+
+
+def _start(model: Seq2SeqModel, src: Tensor, src_mask: Tensor, k: int, limits: list[int]) -> _Beams:
+    """k beams per sentence before the first step, all at BOS."""
+    device = src.device
+    rows = torch.arange(src.size(0), device=device).repeat_interleave(k)  # (B*k,)
+    memory = select_batch(model.encode(src, src_mask), rows)
+    mask = src_mask.index_select(0, rows)  # (B*k, S)
+    # All k beams start identical; only beam 0 is alive, so the first step takes distinct
+    # tokens from it instead of copies of the best one.
+    scores = torch.full((src.size(0), k), -math.inf, device=device)
+    scores[:, 0] = 0.0
+    return _Beams(
+        memory=memory,
+        state=model.init_state(memory, mask),
+        mask=mask,
+        limit=torch.tensor(limits, device=device).index_select(0, rows),  # (B*k,)
+        scores=scores.view(-1),  # (B*k,)
+        prev=torch.full_like(rows, BOS_ID),  # (B*k,)
+        history=torch.zeros(rows.size(0), 0, dtype=torch.long, device=device),  # (B*k, 0)
+        attention=None,
+        active=list(range(src.size(0))),
+    )
+
+
+def _expand(
+    model: Seq2SeqModel, beams: _Beams, t: int, need_weights: bool
+) -> tuple[Tensor, State, Tensor | None]:
+    """Step ``t``: the score (n, k*V) of every live beam extended by every token, the decoder
+    state after the step and, if asked, the step's cross-attention (n*k, L, H, S)."""
+    logits, state, attention = model.decode_step(
+        beams.memory, beams.mask, beams.prev, beams.state, need_weights
+    )
+    logp = _log_probs(logits, beams.limit <= t)  # (n*k, V)
+    return (beams.scores[:, None] + logp).view(len(beams.active), -1), state, attention
+
+
+def _select_2k(candidates: Tensor, k: int) -> _Step:
+    """Each sentence's top 2k extensions among ``candidates`` (n, k*V), and the live k."""
+    n, vocab = candidates.size(0), candidates.size(1) // k
+    top_scores, top_index = candidates.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k) each
+    top_tokens = top_index % vocab  # (n, 2k)
+    offsets = torch.arange(n, device=candidates.device)[:, None] * k  # (n, 1) first row of each
+    top_rows = top_index // vocab + offsets  # (n, 2k) the row each candidate extends
+    # The best k candidates that do not end stay live (-inf: fewer than k exist).
+    live, picked = top_scores.masked_fill(top_tokens == EOS_ID, -math.inf).topk(k, dim=1)
+    return _Step(top_scores, top_tokens, top_rows, live, picked)
+
+
+def _retire_finished(
+    step: _Step,
+    beams: _Beams,
+    attention: Tensor | None,
+    t: int,
+    alpha: float,
+    host_mask: Tensor,
+    finished: list[list[_Finished]],
+) -> None:
+    """Add this step's extensions that end in EOS to ``finished``: one host transfer for all."""
+    is_eos = step.tokens == EOS_ID  # (n, 2k)
+    ended_at = (is_eos & (step.scores > -math.inf)).view(-1).nonzero().squeeze(1)  # (m,)
+    if ended_at.numel() == 0:
+        return
+    ended_rows = step.rows.view(-1).index_select(0, ended_at)  # (m,) the rows they extend
+    ended_tokens = beams.history.index_select(0, ended_rows).tolist()  # (m, t)
+    ended_scores = step.scores.view(-1).index_select(0, ended_at).tolist()
+    ended_attention = (
+        _extend(beams.attention, attention, ended_rows).float().cpu()
+        if attention is not None
+        else None
+    )  # (m, L, H, t+1, S)
+    for i, position in enumerate(ended_at.tolist()):
+        sentence = beams.active[position // step.scores.size(1)]
+        weights = None
+        if ended_attention is not None:
+            weights = _real_source(ended_attention[i], host_mask[sentence])
+        hyp = Hypothesis(ended_tokens[i], ended_scores[i], weights)
+        normalised = ended_scores[i] / _length_penalty(t + 1, alpha)
+        finished[sentence].append(_Finished(normalised, hyp))
+
+
+def _still_open(
+    live: Tensor,
+    active: list[int],
+    finished: list[list[_Finished]],
+    t: int,
+    alpha: float,
+    limit_penalty: list[float],
+    nbest: int,
+) -> list[int]:
+    """Positions in ``active`` of the sentences whose n-best a live beam (n, k) may still enter.
+
+    A live beam's raw score s <= 0 only falls as tokens (log-probs <= 0) are added, and any
+    completion has |Y| between t + 2 (EOS next step) and limit + 1. Dividing a non-positive
+    score by a larger penalty raises it, so no completion normalises above
+    s / max(lp(t + 2), lp(limit + 1)): for alpha > 0 that is s over the penalty at the length
+    cap (not at the current length, which would stop too early), for alpha = 0 just s. Once
+    the nbest-th best finished hypothesis reaches the best live beam's bound, nothing left can
+    change the result.
+    """
+    best_live = live.max(dim=1).values.tolist()  # (n,)
+    keep = []
+    for position, sentence in enumerate(active):
+        bound = best_live[position] / max(_length_penalty(t + 2, alpha), limit_penalty[sentence])
+        done_list = finished[sentence]
+        if bound == -math.inf:
+            continue
+        if len(done_list) >= nbest:
+            nth = sorted((f.normalised for f in done_list), reverse=True)[nbest - 1]
+            if nth >= bound:
+                continue
+        keep.append(position)
+    return keep
+
+
+def _reorder(
+    beams: _Beams, state: State, attention: Tensor | None, step: _Step, keep: list[int]
+) -> _Beams:
+    """The beams after ``step``: the live k of each sentence in ``keep``, following the rows
+    they extend (decoder ``state``, history and ``attention`` of the step)."""
+    k = step.live.size(1)
+    origin = step.rows.gather(1, step.picked).view(-1)  # (n*k,) the row each new beam extends
+    scores, prev = step.live.view(-1), step.tokens.gather(1, step.picked).view(-1)  # (n*k,)
+    memory, mask, limit, active = beams.memory, beams.mask, beams.limit, beams.active
+    if len(keep) < len(active):
+        kept = torch.tensor(keep, device=origin.device)
+        kept_rows = (kept[:, None] * k + torch.arange(k, device=origin.device)).view(-1)  # (n'*k,)
+        origin, scores, prev = (x.index_select(0, kept_rows) for x in (origin, scores, prev))
+        memory = select_batch(memory, kept_rows)
+        mask, limit = mask.index_select(0, kept_rows), limit.index_select(0, kept_rows)
+        active = [active[p] for p in keep]
+    return _Beams(
+        memory=memory,
+        state=select_batch(state, origin),
+        mask=mask,
+        limit=limit,
+        scores=scores,
+        prev=prev,
+        history=torch.cat([beams.history.index_select(0, origin), prev[:, None]], dim=1),
+        attention=None if attention is None else _extend(beams.attention, attention, origin),
+        active=active,
+    )
 
 
 def _extend(history: Tensor | None, step: Tensor, rows: Tensor) -> Tensor:
@@ -284,21 +375,14 @@ def _extend(history: Tensor | None, step: Tensor, rows: Tensor) -> Tensor:
     return torch.cat([history.index_select(0, rows), current], dim=3)
 
 
-def translate_batch(
-    model: Seq2SeqModel,
-    src: Tensor,
-    src_mask: Tensor,
-    *,
-    beam_size: int,
-    length_penalty: float,
-    max_len_a: float,
-    max_len_b: int,
-    need_weights: bool = False,
-) -> list[Hypothesis]:
-    """The best hypothesis per sentence: greedy search for beam size 1, else beam search."""
-    if beam_size == 1:
-        return greedy_search(model, src, src_mask, max_len_a, max_len_b, need_weights)
-    nbests = beam_search(
-        model, src, src_mask, beam_size, length_penalty, max_len_a, max_len_b, 1, need_weights
-    )
-    return [hyps[0] for hyps in nbests]
+def search(
+    model: Seq2SeqModel, src: Tensor, src_mask: Tensor, decode: DecodeConfig, need_weights: bool
+) -> list[list[Hypothesis]]:
+    """``decode.nbest`` hypotheses per sentence: greedy search for beam 1 and nbest 1, else
+    beam search with a beam of at least ``nbest``."""
+    a, b = decode.max_len_a, decode.max_len_b
+    if decode.beam_size == 1 and decode.nbest == 1:
+        return [[hyp] for hyp in greedy_search(model, src, src_mask, a, b, need_weights)]
+    beam = max(decode.beam_size, decode.nbest)
+    alpha = decode.length_penalty
+    return beam_search(model, src, src_mask, beam, alpha, a, b, decode.nbest, need_weights)

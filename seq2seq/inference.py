@@ -13,8 +13,9 @@ from torch import nn
 
 from seq2seq.config import DecodeConfig
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.decoding import Hypothesis, beam_search, translate_batch
+from seq2seq.decoding import Hypothesis, search
 from seq2seq.errors import UserError
+from seq2seq.models.base import position_limits
 from seq2seq.models.build import build_model
 from seq2seq.special_tokens import PAD_ID
 from seq2seq.training.checkpoint import load_checkpoint, resolve_checkpoint_path
@@ -97,7 +98,7 @@ def pad_batch(
 
 def clip_sources(model: PositionLimited, sources: list[list[int]]) -> list[list[int]]:
     """``sources`` cut to the model's ``max_positions``, warning about each one cut."""
-    limit = model.max_positions
+    limit, _ = position_limits(model.max_positions)
     if limit is None or all(len(s) <= limit for s in sources):
         return sources
     for i in (i for i, s in enumerate(sources) if len(s) > limit):
@@ -140,30 +141,7 @@ def decode_corpus(
     for sub_chunk in length_sorted_chunks([len(sources[i]) for i in nonempty], opts.batch_size):
         chunk = [nonempty[i] for i in sub_chunk]
         src, src_mask = pad_batch([sources[i] for i in chunk], device)
-        if opts.nbest > 1:
-            nbests = beam_search(
-                model,
-                src,
-                src_mask,
-                beam_size=max(opts.beam_size, opts.nbest),
-                length_penalty=opts.length_penalty,
-                max_len_a=opts.max_len_a,
-                max_len_b=opts.max_len_b,
-                nbest=opts.nbest,
-                need_weights=need_weights,
-            )
-        else:
-            best = translate_batch(
-                model,
-                src,
-                src_mask,
-                beam_size=opts.beam_size,
-                length_penalty=opts.length_penalty,
-                max_len_a=opts.max_len_a,
-                max_len_b=opts.max_len_b,
-                need_weights=need_weights,
-            )
-            nbests = [[hyp] for hyp in best]
+        nbests = search(model, src, src_mask, opts, need_weights)
         for index, hyps in zip(chunk, nbests, strict=True):
             results[index] = hyps
     return results

@@ -1,7 +1,8 @@
-"""Input lines and output files of translate/evaluate, read and written without losing data.
+"""Text in and out without losing data: whole files, input lines, atomic output files.
 
-Input: any readable file (plain, ``.gz``, ``/dev/null``, a pipe such as ``<(cmd)``) or
-stdin, split on ``\\n`` only, as the corpus reader does, so line i of the output always
+Whole files (corpora, gold alignments) are read at once by :func:`file_lines`. Input
+lines of translate/evaluate: any readable file (plain, ``.gz``, ``/dev/null``, a pipe such
+as ``<(cmd)``) or stdin. Both split on ``\\n`` only, so line i of the output always
 answers line i of the input. Output: a temporary file in the target directory renamed
 into place only when everything was written, so a failure never leaves a truncated file
 and never destroys the previous one; output may not be one of the inputs.
@@ -176,6 +177,37 @@ class InputLines:
     def isatty(self) -> bool:
         """Whether the input is an interactive terminal."""
         return self.handle.isatty()
+
+
+def file_lines(path: str | Path) -> list[str]:
+    """Lines of a plain or gzipped UTF-8 file with only the line terminator (LF or CRLF) removed.
+
+    The one reader of whole text files (corpora, gold alignments): it splits on ``\\n`` only.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path} does not exist (or is not a file); check the path.")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                data = handle.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:
+        raise UserError(f"{path} could not be read ({err}); replace it with a good copy.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(
+            f"{path}, line {line}: not valid UTF-8 ({err.reason}); "
+            f"convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8."
+        ) from None
+    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first sentence
+    lines = text.split("\n")  # not splitlines(): it also splits on \x1c, \u2028 and others
+    if lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 @contextmanager

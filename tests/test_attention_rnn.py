@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from seq2seq.models.attention import (
+from seq2seq.models.attention.rnn_scorers import (
     AdditiveAttention,
     LuongDotAttention,
     LuongGeneralAttention,

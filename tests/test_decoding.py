@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from seq2seq.decoding import Hypothesis, beam_search, greedy_search, translate_batch
+from seq2seq.config import DecodeConfig
+from seq2seq.decoding import Hypothesis, beam_search, greedy_search, search
 from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 V_SRC, V_TGT = 12, 9
@@ -306,16 +307,8 @@ def test_nbest_distinct_sorted_and_scores_are_model_log_probs():
 def test_attention_shape_sums_to_one_and_matches_teacher_forcing(beam_size: int):
     model = make_model(5)
     src, src_mask = make_batch(5, batch=5)
-    hyps = translate_batch(
-        model,
-        src,
-        src_mask,
-        beam_size=beam_size,
-        length_penalty=1.0,
-        max_len_a=1.5,
-        max_len_b=2,
-        need_weights=True,
-    )
+    decode = DecodeConfig(beam_size=beam_size, length_penalty=1.0, max_len_a=1.5, max_len_b=2)
+    hyps = [nbest[0] for nbest in search(model, src, src_mask, decode, need_weights=True)]
     for i, hyp in enumerate(hyps):
         real = int(src_mask[i].sum())
         assert hyp.attention.shape == (1, HEADS, len(hyp.tokens) + 1, real)
@@ -363,19 +356,21 @@ def test_wide_beam_finds_the_exhaustive_best_on_a_tiny_vocabulary(alpha: float):
     assert_exhaustive_nbest(model, src, src_mask, results, vocab, limit, alpha)
 
 
-def test_translate_batch_dispatches_and_checks_nbest():
+def test_search_dispatches_and_checks_nbest():
     model = make_model(7)
     src, src_mask = make_batch(7, batch=4)
     greedy = greedy_search(model, src, src_mask, 1.5, 2)
-    one = translate_batch(
-        model, src, src_mask, beam_size=1, length_penalty=1.0, max_len_a=1.5, max_len_b=2
-    )
-    assert [h.tokens for h in one] == [h.tokens for h in greedy]
-    best = translate_batch(
-        model, src, src_mask, beam_size=3, length_penalty=1.0, max_len_a=1.5, max_len_b=2
-    )
+    decode = DecodeConfig(beam_size=1, length_penalty=1.0, max_len_a=1.5, max_len_b=2)
+    one = search(model, src, src_mask, decode, need_weights=False)
+    assert [n[0].tokens for n in one] == [h.tokens for h in greedy]
+    decode.beam_size = 3
+    best = search(model, src, src_mask, decode, need_weights=False)
     beam = beam_search(model, src, src_mask, 3, 1.0, 1.5, 2, nbest=3)
-    assert [h.tokens for h in best] == [hyps[0].tokens for hyps in beam]
+    assert [n[0].tokens for n in best] == [hyps[0].tokens for hyps in beam]
+    decode.nbest = 3  # beam 3 with nbest 3: every hypothesis of the beam, best first
+    assert [[h.tokens for h in n] for n in search(model, src, src_mask, decode, False)] == [
+        [h.tokens for h in hyps] for hyps in beam
+    ]
     with pytest.raises(ValueError, match="nbest"):
         beam_search(model, src, src_mask, 2, 1.0, 1.5, 2, nbest=3)
 

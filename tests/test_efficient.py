@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seq2seq.models.efficient import (
+from seq2seq.models.attention.efficient import (
     EfficientState,
     causal_efficient_attention,
     causal_efficient_step,

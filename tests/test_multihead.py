@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from seq2seq.models.attention.functional import scaled_dot_product
+from seq2seq.models.attention.multihead import MultiHeadAttention
 from seq2seq.models.base import select_batch
-from seq2seq.models.multihead import MultiHeadAttention, scaled_dot_product
 
 B, TQ, TK, D, H = 3, 5, 7, 16, 4
 
@@ -75,9 +76,9 @@ def test_both_paths_match_naive_reference(case: str) -> None:
     if case == "cross_padding":
         memory, key_mask = torch.randn(B, TK, D), _key_mask(TK)
         allowed = key_mask[:, None, :].expand(B, TQ, TK)
-        keys, values = mod.project_kv(memory)
-        fast, _ = mod.attend(x, keys, values, key_mask)
-        slow, weights = mod.attend(x, keys, values, key_mask, need_weights=True)
+        kv = mod.project_kv(memory)
+        fast, _ = mod(x, key_mask, kv=kv)
+        slow, weights = mod(x, key_mask, need_weights=True, kv=kv)
     else:
         memory = x
         key_mask = _key_mask(TQ) if case == "self_padding" else None
@@ -146,8 +147,8 @@ def test_cross_attention_ignores_padded_memory() -> None:
     x, memory, key_mask = torch.randn(B, TQ, D), torch.randn(B, TK, D), _key_mask(TK)
     memory2 = torch.where(key_mask[..., None], memory, -30 * torch.randn(B, TK, D))
     for need_weights in (False, True):
-        out, _ = mod.attend(x, *mod.project_kv(memory), key_mask, need_weights)
-        out2, _ = mod.attend(x, *mod.project_kv(memory2), key_mask, need_weights)
+        out, _ = mod(x, key_mask, need_weights, kv=mod.project_kv(memory))
+        out2, _ = mod(x, key_mask, need_weights, kv=mod.project_kv(memory2))
         torch.testing.assert_close(out2, out, atol=1e-5, rtol=0)
 
 
@@ -168,7 +169,7 @@ def test_efficient_kind_matches_naive_implied_matrix(causal: bool) -> None:
         rho_k = exp / exp.sum(dim=2, keepdim=True)  # (B, H, Tk, dh)
         rows.append(q[:, :, t : t + 1].softmax(dim=-1) @ rho_k.transpose(-2, -1))
     ref_weights = torch.cat(rows, dim=2)  # (B, H, T, T)
-    ref_out = mod._merge_heads(ref_weights @ v)
+    ref_out = mod.out_proj(mod._merge_heads(ref_weights @ v))
     fast, _ = mod(x, key_mask)
     slow, weights = mod(x, key_mask, need_weights=True)
     torch.testing.assert_close(weights, ref_weights, atol=1e-6, rtol=0)

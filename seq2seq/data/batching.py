@@ -213,3 +213,41 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
     )
+
+
+def token_batches(
+    src_ids: list[list[int]],
+    tgt_ids: list[list[int]],
+    batch_tokens: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> tuple[TokenBatchSampler, DataLoader]:
+    """A token-budget, length-bucketed sampler over the pairs and the loader it drives."""
+    sampler = TokenBatchSampler(
+        [len(s) for s in src_ids],
+        [len(t) for t in tgt_ids],
+        batch_tokens=batch_tokens,
+        shuffle=shuffle,
+        seed=seed,
+        num_replicas=num_replicas,
+        rank=rank,
+    )
+    loader = make_loader(ParallelDataset(src_ids, tgt_ids), sampler, num_workers, pin_memory)
+    return sampler, loader
+
+
+def accumulation_groups(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+    """Consecutive groups of ``size`` micro-batches, one update each; the epoch's last group
+    may be smaller, so no batch goes unused (its update is normalised by its own tokens)."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group

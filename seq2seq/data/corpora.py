@@ -7,15 +7,14 @@ names the file or the override to fix.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seq2seq.data import download
 from seq2seq.errors import UserError
+from seq2seq.textio import file_lines
 
 MULTI30K_LANGUAGES = ("en", "de", "fr")
 MULTI30K_SPLITS = (
@@ -46,37 +45,9 @@ class ParallelCorpus:
         return len(self.src)
 
 
-def _raw_lines(path: str | Path) -> list[str]:
-    """Lines of a plain or gzipped UTF-8 file with only the line terminator (LF or CRLF) removed."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"{path} does not exist (or is not a file); check the path.")
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                data = handle.read()
-        else:
-            data = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as err:
-        raise UserError(f"{path} could not be read ({err}); replace it with a good copy.") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise UserError(
-            f"{path}, line {line}: not valid UTF-8 ({err.reason}); "
-            f"convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8."
-        ) from None
-    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first sentence
-    lines = text.split("\n")  # not splitlines(): it also splits on \x1c, \u2028 and others
-    if lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
-
-
 def read_lines(path: str | Path) -> list[str]:
     """One sentence per line, surrounding whitespace stripped; plain or .gz, strict UTF-8."""
-    return [line.strip() for line in _raw_lines(path)]
+    return [line.strip() for line in file_lines(path)]
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> ParallelCorpus:
@@ -93,7 +64,7 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path) -> ParallelCorpus:
 def read_tsv(path: str | Path) -> ParallelCorpus:
     """Source and target from the first two tab-separated columns of each line."""
     src, tgt = [], []
-    for number, line in enumerate(_raw_lines(path), start=1):
+    for number, line in enumerate(file_lines(path), start=1):
         columns = line.split("\t")
         if len(columns) < 2:
             raise UserError(f"{path}, line {number}: no tab; each line must be source<TAB>target.")

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.models.multihead import MultiHeadAttention
+from seq2seq.models.attention.multihead import MultiHeadAttention
 from seq2seq.models.transformer import SinusoidalPositions, TransformerSeq2Seq
 from seq2seq.special_tokens import BOS_ID, EOS_ID, UNK_ID
 

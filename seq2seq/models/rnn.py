@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from seq2seq.models.attention import build_rnn_attention
+from seq2seq.models.attention.rnn_scorers import build_rnn_attention
 from seq2seq.models.base import Attention
 from seq2seq.special_tokens import PAD_ID
 

@@ -23,9 +23,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from seq2seq.models.attention.efficient import EfficientState
+from seq2seq.models.attention.functional import ATTENTION_KINDS
+from seq2seq.models.attention.multihead import KVCache, MultiHeadAttention
 from seq2seq.models.base import Attention
-from seq2seq.models.efficient import EfficientState
-from seq2seq.models.multihead import ATTENTION_KINDS, KVCache, MultiHeadAttention
 from seq2seq.special_tokens import PAD_ID
 
 POSITIONAL_KINDS = ("sinusoidal", "learned")
@@ -78,6 +79,17 @@ class FeedForward(nn.Sequential):
         )
 
 
+class LayerSizes(NamedTuple):
+    """What every encoder and decoder layer is built from."""
+
+    d_model: int
+    heads: int
+    ff_dim: int
+    dropout: float  # on every sublayer's output and inside the feed-forward network
+    attn_dropout: float  # on the attention weights (softmax attention only)
+    norm_first: bool  # pre-norm (True) or post-norm
+
+
 class ResidualLayer(nn.Module):
     """Residual sublayers with LayerNorm before them (pre-norm) or after the sum (post-norm)."""
 
@@ -99,20 +111,14 @@ class ResidualLayer(nn.Module):
 class EncoderLayer(ResidualLayer):
     """Self-attention over the source, then the feed-forward network."""
 
-    def __init__(
-        self,
-        d_model: int,
-        heads: int,
-        ff_dim: int,
-        dropout: float,
-        attn_dropout: float,
-        norm_first: bool,
-        self_attention: str,
-    ) -> None:
-        super().__init__(dropout, norm_first)
-        self.self_attn = MultiHeadAttention(d_model, heads, attn_dropout, self_attention)
+    def __init__(self, sizes: LayerSizes, self_attention: str) -> None:
+        super().__init__(sizes.dropout, sizes.norm_first)
+        d_model = sizes.d_model
+        self.self_attn = MultiHeadAttention(
+            d_model, sizes.heads, sizes.attn_dropout, self_attention
+        )
         self.self_norm = nn.LayerNorm(d_model)
-        self.ff = FeedForward(d_model, ff_dim, dropout)
+        self.ff = FeedForward(d_model, sizes.ff_dim, sizes.dropout)
         self.ff_norm = nn.LayerNorm(d_model)
 
     def forward(
@@ -128,17 +134,9 @@ class EncoderLayer(ResidualLayer):
 class DecoderLayer(ResidualLayer):
     """Causal self-attention, cross-attention to the source, then the feed-forward network."""
 
-    def __init__(
-        self,
-        d_model: int,
-        heads: int,
-        ff_dim: int,
-        dropout: float,
-        attn_dropout: float,
-        norm_first: bool,
-        self_attention: str,
-    ) -> None:
-        super().__init__(dropout, norm_first)
+    def __init__(self, sizes: LayerSizes, self_attention: str) -> None:
+        super().__init__(sizes.dropout, sizes.norm_first)
+        d_model, heads, attn_dropout = sizes.d_model, sizes.heads, sizes.attn_dropout
         self.self_attn = MultiHeadAttention(
             d_model, heads, attn_dropout, self_attention, causal=True
         )
@@ -146,7 +144,7 @@ class DecoderLayer(ResidualLayer):
         # always softmax: its weights are the alignment heatmaps
         self.cross_attn = MultiHeadAttention(d_model, heads, attn_dropout, "softmax")
         self.cross_norm = nn.LayerNorm(d_model)
-        self.ff = FeedForward(d_model, ff_dim, dropout)
+        self.ff = FeedForward(d_model, sizes.ff_dim, sizes.dropout)
         self.ff_norm = nn.LayerNorm(d_model)
 
     def forward(
@@ -169,12 +167,32 @@ class DecoderLayer(ResidualLayer):
         else:
             h, cache = self.self_attn.step(h, cache)  # (B, 1, D)
         x = self.post(self.self_norm, x, h)
-        h, weights = self.cross_attn.attend(
-            self.pre(self.cross_norm, x), cross_keys, cross_values, src_mask, need_weights
+        h, weights = self.cross_attn(
+            self.pre(self.cross_norm, x), src_mask, need_weights, kv=(cross_keys, cross_values)
         )  # (B, T, D), (B, H, T, S)
         x = self.post(self.cross_norm, x, h)
         x = self.post(self.ff_norm, x, self.ff(self.pre(self.ff_norm, x)))
         return x, cache, weights
+
+
+def _check_options(
+    src_vocab: int,
+    tgt_vocab: int,
+    joint_vocab: bool,
+    positional: str,
+    encoder_self_attention: str,
+    decoder_self_attention: str,
+) -> None:
+    """One clear error for a setting the constructor cannot build."""
+    if joint_vocab and src_vocab != tgt_vocab:
+        raise ValueError(f"a joint vocabulary has one size, got {src_vocab} and {tgt_vocab}")
+    if positional not in POSITIONAL_KINDS:
+        raise ValueError(f"unknown positional {positional!r}; valid: {', '.join(POSITIONAL_KINDS)}")
+    for name, kind in (("encoder", encoder_self_attention), ("decoder", decoder_self_attention)):
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(
+                f"unknown {name}_self_attention {kind!r}; valid: {', '.join(ATTENTION_KINDS)}"
+            )
 
 
 class TransformerSeq2Seq(nn.Module):
@@ -208,20 +226,14 @@ class TransformerSeq2Seq(nn.Module):
         joint_vocab: bool = False,
     ) -> None:
         super().__init__()
-        if joint_vocab and src_vocab != tgt_vocab:
-            raise ValueError(f"a joint vocabulary has one size, got {src_vocab} and {tgt_vocab}")
-        if positional not in POSITIONAL_KINDS:
-            raise ValueError(
-                f"unknown positional {positional!r}; valid: {', '.join(POSITIONAL_KINDS)}"
-            )
-        for name, kind in (
-            ("encoder", encoder_self_attention),
-            ("decoder", decoder_self_attention),
-        ):
-            if kind not in ATTENTION_KINDS:
-                raise ValueError(
-                    f"unknown {name}_self_attention {kind!r}; valid: {', '.join(ATTENTION_KINDS)}"
-                )
+        _check_options(
+            src_vocab,
+            tgt_vocab,
+            joint_vocab,
+            positional,
+            encoder_self_attention,
+            decoder_self_attention,
+        )
         self.max_positions = max_positions
         self.embed_scale = math.sqrt(d_model)
 
@@ -234,18 +246,25 @@ class TransformerSeq2Seq(nn.Module):
             else nn.Embedding(max_positions, d_model)
         )
         self.dropout = nn.Dropout(dropout)
-        layer_args = (d_model, heads, ff_dim, dropout, attn_dropout, norm_first)
+        sizes = LayerSizes(d_model, heads, ff_dim, dropout, attn_dropout, norm_first)
         self.encoder = nn.ModuleList(
-            EncoderLayer(*layer_args, encoder_self_attention) for _ in range(enc_layers)
+            EncoderLayer(sizes, encoder_self_attention) for _ in range(enc_layers)
         )
         self.decoder = nn.ModuleList(
-            DecoderLayer(*layer_args, decoder_self_attention) for _ in range(dec_layers)
+            DecoderLayer(sizes, decoder_self_attention) for _ in range(dec_layers)
         )
         # pre-norm leaves the residual stream unnormalised: one LayerNorm closes each stack
         self.enc_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
         self.dec_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
         self.out_proj = nn.Linear(d_model, tgt_vocab, bias=False)
+        self._init_weights(d_model)
+        if tie_embeddings:
+            self.out_proj.weight = self.tgt_embed.weight
+            if joint_vocab:
+                self.src_embed.weight = self.tgt_embed.weight
 
+    def _init_weights(self, d_model: int) -> None:
+        """Xavier-uniform linear layers; embeddings N(0, 1/d) with a zero PAD row."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -253,10 +272,6 @@ class TransformerSeq2Seq(nn.Module):
             # std d^-1/2 so tokens are ~N(0, 1) after the √d scale, and tied logits stay small
             nn.init.normal_(embed.weight, std=d_model**-0.5)
             nn.init.zeros_(embed.weight[PAD_ID])
-        if tie_embeddings:
-            self.out_proj.weight = self.tgt_embed.weight
-            if joint_vocab:
-                self.src_embed.weight = self.tgt_embed.weight
 
     def _embed(self, table: nn.Embedding, tokens: Tensor, positions: Tensor) -> Tensor:
         """Token embeddings · √d + position encodings, then dropout: (B, T) -> (B, T, D)."""

@@ -57,6 +57,14 @@ class EfficientState(NamedTuple):
     context: Tensor  # (B, H, dk, dv) ρ_k(K_{<=t})ᵀ V_{<=t}: per key feature, a weighted mean of v
     log_norm: Tensor  # (B, H, dk) log Σ_{j<=t} exp(k_j): the key softmax's log-denominator
 
+    @staticmethod
+    def empty(batch: int, heads: int, head_dim: int, like: Tensor) -> EfficientState:
+        """The empty prefix, on ``like``'s device and dtype: no context, and the log of an
+        empty sum of exponentials."""
+        context = like.new_zeros(batch, heads, head_dim, head_dim)  # (B, H, dk, dv)
+        log_norm = like.new_full((batch, heads, head_dim), float("-inf"))  # (B, H, dk)
+        return EfficientState(context, log_norm)
+
 
 def causal_efficient_attention(q: Tensor, k: Tensor, v: Tensor, chunk_size: int = 8) -> Tensor:
     """Causal efficient attention (B, H, T, dv): position t's key softmax runs over j <= t only."""
