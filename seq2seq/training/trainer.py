@@ -25,8 +25,9 @@ from torch.utils.tensorboard import SummaryWriter
 from seq2seq.alignment_eval import gold_from_config
 from seq2seq.config import TrainAppConfig
 from seq2seq.config_checks import check_config
-from seq2seq.data.batching import Batch, ParallelDataset, TokenBatchSampler, make_loader
+from seq2seq.data.batching import Batch, ParallelDataset, make_loader
 from seq2seq.data.pipeline import EncodedCorpus, PreparedData, prepare_data
+from seq2seq.data.sampler import MemoryShard, TokenBatchSampler
 from seq2seq.errors import Interrupted, UserError
 from seq2seq.evaluation import Score
 from seq2seq.models.build import build_model
@@ -64,7 +65,8 @@ class TrainState:
 
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    shard_in_epoch: int = 0  # position in the epoch's shard order
+    batch_in_shard: int = 0  # batches of that shard already consumed (by this rank)
     best_bleu: float = -1.0
     best_step: int = -1  # the step of best.pt
     bad_validations: int = 0  # validations since BLEU last improved
@@ -115,10 +117,10 @@ class Trainer:
         self.run_id: str = (resume_state or {}).get("run_id") or uuid.uuid4().hex
         seed_everything(cfg.train.seed + ctx.rank)
 
-        # Rank 0 trains/caches the tokenizer first so other ranks only read the cache.
+        # Rank 0 prepares (or checks) the training shards first; other ranks then map them.
         if not ctx.is_main:
             ctx.barrier()
-        self.data: PreparedData = prepare_data(cfg.data, log)
+        self.data: PreparedData = prepare_data(cfg.data, log, check_hashes=ctx.is_main)
         self.test_sets = load_test_sets(cfg)  # a bad split fails now, not after training
         if ctx.is_main:
             ctx.barrier()
@@ -137,10 +139,8 @@ class Trainer:
         self.compiled = cfg.train.compile  # cleared if compilation fails, at any step
         self.network = self._network()
 
-        train = self.data.train
         self.sampler = TokenBatchSampler(
-            [len(s) for s in train.src_ids],
-            [len(t) for t in train.tgt_ids],
+            self.data.train.shards,
             batch_tokens=cfg.data.batch_tokens,
             shuffle=True,
             seed=cfg.train.seed,
@@ -148,7 +148,7 @@ class Trainer:
             rank=ctx.rank,
         )
         self.loader = make_loader(
-            ParallelDataset(train.src_ids, train.tgt_ids),
+            self.data.train,
             self.sampler,
             num_workers=cfg.data.num_workers,
             pin_memory=device.type == "cuda",
@@ -185,13 +185,15 @@ class Trainer:
                 if state.epoch >= cfg.max_epochs:
                     stop_reason = f"reached train.max_epochs={cfg.max_epochs}"
                     break
-                self.sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
+                self.sampler.set_epoch(state.epoch, state.shard_in_epoch, state.batch_in_shard)
                 # A new loader iterator draws a seed from the global RNG; a resumed run makes
                 # one mid-epoch, so fork the RNG to keep dropout identical to an unbroken run.
                 with torch.random.fork_rng(devices=[]):
                     batches = iter(self.loader)
                 for micro in accumulation_groups(batches, cfg.accum_steps):
-                    state.batch_in_epoch += len(micro)
+                    state.shard_in_epoch, state.batch_in_shard = self.sampler.advance(
+                        state.shard_in_epoch, state.batch_in_shard, len(micro)
+                    )
                     self._update(micro, window)
                     if state.step % cfg.log_every == 0:
                         self._log_train(window, progress)
@@ -203,7 +205,7 @@ class Trainer:
                         break
                 else:
                     state.epoch += 1
-                    state.batch_in_epoch = 0
+                    state.shard_in_epoch = state.batch_in_shard = 0
         progress.close()
         log.info("stopping: %s (step %d, epoch %d)", stop_reason, state.step, state.epoch)
         signalled = stop_reason.startswith("signal")
@@ -640,8 +642,7 @@ def fitting(corpus: EncodedCorpus, max_positions: int | None) -> EncodedCorpus:
 def fixed_batches(corpus: EncodedCorpus, batch_tokens: int) -> list[Batch]:
     """Validation batches in a fixed order, built once."""
     sampler = TokenBatchSampler(
-        [len(s) for s in corpus.src_ids],
-        [len(t) for t in corpus.tgt_ids],
+        [MemoryShard.of([len(s) for s in corpus.src_ids], [len(t) for t in corpus.tgt_ids])],
         batch_tokens=batch_tokens,
         shuffle=False,
         seed=0,
