@@ -31,14 +31,20 @@ class _HashingReader(io.RawIOBase):
         return count
 
 
+def existing_file(path: str | Path) -> Path:
+    """``path`` (with ``~`` expanded), or a UserError when it is not a file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path} does not exist (or is not a file); check the path.")
+    return path
+
+
 def stream_lines(path: str | Path, digests: dict[str, str] | None = None) -> Iterator[str]:
     """Each line of ``path`` without its terminator (LF or CRLF), split on ``\\n`` only.
 
     When the file is read to its end, its SHA-256 is stored in ``digests[str(path)]``.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"{path} does not exist (or is not a file); check the path.")
+    path = existing_file(path)
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as raw:

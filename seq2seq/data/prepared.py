@@ -25,6 +25,7 @@ from typing import Any
 import sentencepiece as spm
 
 from seq2seq.data.corpora import SplitFiles, split_files
+from seq2seq.data.lines import existing_file
 from seq2seq.data.manifest import FORMAT_VERSION, manifest_problem, read_manifest
 from seq2seq.data.preparation import build_prepared
 from seq2seq.data.shards import ShardedCorpus
@@ -114,7 +115,7 @@ def cache_key(cfg: Any, sources: list[dict[str, Any]]) -> str:
 
 def _stat(path: Path) -> dict[str, Any]:
     """A source file's fingerprint before reading it: resolved path, size, mtime."""
-    info = path.stat()
+    info = existing_file(path).stat()
     return {
         "path": str(path),
         "resolved": str(path.resolve()),
