@@ -183,6 +183,13 @@ class TrainAppConfig:
 
 
 @dataclass
+class PrepareAppConfig:
+    """seq2seq-prepare: the same data section as seq2seq-train."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
 class EvalDataConfig:
     """What to score: named splits of the checkpoint's dataset, or the user's own files."""
 
@@ -256,6 +263,7 @@ def register_configs() -> None:
     cs.store(group="model", name="rnn_schema", node=RNNConfig)
     cs.store(group="model", name="transformer_schema", node=TransformerConfig)
     cs.store(group="optim", name="optim_schema", node=OptimConfig)
+    cs.store(name="prepare_schema", node=PrepareAppConfig)
     cs.store(name="evaluate_schema", node=EvaluateAppConfig)
     cs.store(name="translate_schema", node=TranslateAppConfig)
     cs.store(name="serve_schema", node=ServeAppConfig)
