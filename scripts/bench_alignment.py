@@ -17,8 +17,12 @@ Two gold sets:
   and style they never saw; sentences whose SentencePiece words do not match the gold
   words are skipped and counted.
 
-Prints one markdown table: a row per checkpoint, gold set and layer; ``*`` marks the layer
-with the lowest AER (the one training reports as ``valid/aer``).
+Each checkpoint is read twice (``reading``): "predict", the attention of the step that
+predicts a target token (what training reports as ``valid/aer``), and "shift" (shift-att,
+Chen et al. 2020), the attention of the step that reads it as decoder input.
+
+Prints one markdown table: a row per checkpoint, gold set, reading and layer; ``*`` marks
+the layer with the lowest AER.
 
     PYTHONPATH=. python scripts/bench_alignment.py \
         --synthetic runs/synth_rnn runs/synth_transformer \
@@ -36,7 +40,13 @@ from pathlib import Path
 
 import torch
 
-from seq2seq.alignment_eval import AlignmentScores, GoldSet, evaluate_alignment, load_gold_set
+from seq2seq.alignment_eval import (
+    READINGS,
+    AlignmentScores,
+    GoldSet,
+    evaluate_alignment,
+    load_gold_set,
+)
 from seq2seq.data.synthetic import write_corpus
 from seq2seq.errors import UserError
 from seq2seq.inference import Translator
@@ -75,7 +85,8 @@ def table_rows(
     for layer, s in enumerate(scores.layers):
         mark = "*" if layer == scores.layer and len(scores.layers) > 1 else ""
         rows.append(
-            f"| {name} | {checkpoint} | {family} | {layer}{mark} | {s['aer']:.3f} | "
+            f"| {name} | {checkpoint} | {family} | {scores.reading} | {layer}{mark} | "
+            f"{s['aer']:.3f} | "
             f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
             f"{scores.sentences} ({scores.skipped}) |"
         )
@@ -113,18 +124,26 @@ def main() -> None:
             jobs += [("Hansards trial", gold, ckpt) for ckpt in args.hansards]
         for name, gold, ckpt in jobs:
             translator = Translator.from_checkpoint(ckpt, device)
-            start = time.perf_counter()
-            scores = evaluate_alignment(
-                translator.model, translator.tokenizer, gold, device, batch_size=args.batch_size
-            )
-            seconds = time.perf_counter() - start
-            print(f"{name} / {ckpt}: {len(gold)} sentences in {seconds:.1f} s", file=sys.stderr)
-            rows += table_rows(name, ckpt, translator, scores)
+            for reading in READINGS:
+                start = time.perf_counter()
+                scores = evaluate_alignment(
+                    translator.model,
+                    translator.tokenizer,
+                    gold,
+                    device,
+                    batch_size=args.batch_size,
+                    reading=reading,
+                )
+                seconds = time.perf_counter() - start
+                took = f"{len(gold)} sentences in {seconds:.1f} s"
+                print(f"{name} / {ckpt} / {reading}: {took}", file=sys.stderr)
+                rows += table_rows(name, ckpt, translator, scores)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"device {device}, threads {torch.get_num_threads()}\n"
     )
-    columns = ["gold set", "checkpoint", "family", "layer", "AER", "precision", "recall", "F1"]
+    columns = ["gold set", "checkpoint", "family", "reading", "layer", "AER"]
+    columns += ["precision", "recall", "F1"]
     print("| " + " | ".join([*columns, "scored (skipped)"]) + " |")
     print("|" + " --- |" * (len(columns) + 1))
     print("\n".join(rows))

@@ -13,10 +13,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
+from seq2seq.arrays import as_array, check_labels
 from seq2seq.errors import UserError
+from seq2seq.textio import file_lines
 
 Link = tuple[int, int]  # (source word i, target word j), 0-based
 Gold = tuple[set[Link], set[Link]]  # (sure, possible) with sure <= possible
@@ -26,22 +27,6 @@ SPECIAL_PIECES = frozenset({"<pad>", "<s>", "</s>"})  # not words; <unk> stands 
 
 _DASH_LINK = re.compile(r"(\d+)-(\d+)(?:-([SP]))?")  # i-j, i-j-S, i-j-P
 _POSSIBLE_LINK = re.compile(r"(\d+)[p?](\d+)")  # ipj, i?j
-
-
-def _as_array(matrix: Tensor | np.ndarray) -> np.ndarray:
-    """A float64 numpy copy of a tensor or array, so sums over many pieces stay exact."""
-    if isinstance(matrix, Tensor):
-        matrix = matrix.detach().to(device="cpu", dtype=torch.float64).numpy()
-    return np.array(matrix, dtype=np.float64)
-
-
-def _check_shape(weights: np.ndarray, tgt_pieces: Sequence[str], src_pieces: Sequence[str]) -> None:
-    """Fail loudly when the pieces do not label the matrix (e.g. a forgotten EOS)."""
-    if weights.shape != (len(tgt_pieces), len(src_pieces)):
-        raise ValueError(
-            f"attention of shape {weights.shape} does not match "
-            f"{len(tgt_pieces)} target and {len(src_pieces)} source pieces"
-        )
 
 
 def word_spans(pieces: Sequence[str]) -> list[tuple[int, int]]:
@@ -76,8 +61,8 @@ def subword_to_word(
     tokens are no words, so their rows and columns are dropped without renormalising;
     use :func:`strip_specials` first to renormalise.
     """
-    weights = _as_array(attn)  # (T_sub, S_sub)
-    _check_shape(weights, tgt_pieces, src_pieces)
+    weights = as_array(attn)  # (T_sub, S_sub)
+    check_labels(weights.shape, tgt_pieces, src_pieces)
     tgt_spans, src_spans = word_spans(tgt_pieces), word_spans(src_pieces)
     merge_rows = np.zeros((len(tgt_spans), len(tgt_pieces)))  # (T_words, T_sub) of 0/1
     for word, (a, b) in enumerate(tgt_spans):
@@ -98,8 +83,8 @@ def strip_specials(
     whose whole mass sat on special tokens stays all zero (it has no evidence to share).
     Returns the matrix with the kept pieces, ready for ``subword_to_word(*result)``.
     """
-    weights = _as_array(attn)  # (T, S)
-    _check_shape(weights, tgt_pieces, src_pieces)
+    weights = as_array(attn)  # (T, S)
+    check_labels(weights.shape, tgt_pieces, src_pieces)
     keep_t = [t for t, piece in enumerate(tgt_pieces) if piece not in SPECIAL_PIECES]
     keep_s = [s for s, piece in enumerate(src_pieces) if piece not in SPECIAL_PIECES]
     kept = weights[np.ix_(keep_t, keep_s)]  # (T', S')
@@ -113,7 +98,7 @@ def hard_alignment(matrix: Tensor | np.ndarray, threshold: float | None = None) 
 
     A target row that is all zero (no evidence, e.g. its mass was all on EOS) gets no link.
     """
-    weights = _as_array(matrix)  # (T, S)
+    weights = as_array(matrix)  # (T, S)
     links: set[Link] = set()
     if weights.shape[1] == 0:
         return links
@@ -126,12 +111,17 @@ def hard_alignment(matrix: Tensor | np.ndarray, threshold: float | None = None) 
     return links
 
 
+SYMMETRIZATIONS = ("intersection", "union", "grow-diag-final-and")
+_NEIGHBOURS = ((-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))
+
+
 def symmetrize(a_st: Iterable[Link], a_ts: Iterable[Link], mode: str = "intersection") -> set[Link]:
     """Combine source→target links ``(i, j)`` with target→source links ``(j, i)`` (as produced).
 
     ``a_ts`` comes from the reverse-direction model, whose "source" is our target, so its
-    pairs are flipped before combining. ``mode`` is ``"intersection"`` (precise) or
-    ``"union"`` (high recall).
+    pairs are flipped before combining. ``mode`` is ``"intersection"`` (precise),
+    ``"union"`` (high recall) or ``"grow-diag-final-and"`` (Koehn et al. 2005: the
+    intersection grown into neighbouring union links, then unaligned words' links).
     """
     forward = set(a_st)
     backward = {(i, j) for j, i in a_ts}
@@ -139,7 +129,32 @@ def symmetrize(a_st: Iterable[Link], a_ts: Iterable[Link], mode: str = "intersec
         return forward & backward
     if mode == "union":
         return forward | backward
-    raise ValueError(f"symmetrize mode must be 'intersection' or 'union', not {mode!r}")
+    if mode == "grow-diag-final-and":
+        return _grow_diag_final_and(forward, backward)
+    raise ValueError(f"symmetrize mode must be one of {', '.join(SYMMETRIZATIONS)}, not {mode!r}")
+
+
+def _grow_diag_final_and(forward: set[Link], backward: set[Link]) -> set[Link]:
+    """Grow-diag-final-and of two link sets in the same (source i, target j) orientation."""
+    union, links = forward | backward, forward & backward
+
+    def unaligned(i: int, j: int) -> bool:  # either word still without a link
+        return all(s != i for s, _ in links) or all(t != j for _, t in links)
+
+    grown = True
+    while grown:  # grow-diag: neighbours (diagonals too) of links, from the union
+        grown = False
+        for i, j in sorted(links):
+            for di, dj in _NEIGHBOURS:
+                point = (i + di, j + dj)
+                if point in union and point not in links and unaligned(*point):
+                    links.add(point)
+                    grown = True
+    for direction in (forward, backward):  # final-and: words unaligned on both sides
+        for i, j in sorted(direction):
+            if all(s != i for s, _ in links) and all(t != j for _, t in links):
+                links.add((i, j))
+    return links
 
 
 def to_pharaoh(links: Iterable[Link], possible: Iterable[Link] = ()) -> str:
@@ -170,18 +185,17 @@ def parse_pharaoh(line: str) -> Gold:
     return sure, possible
 
 
-def _read_lines(path: str | Path, what: str) -> list[str]:
-    """The lines of a gold file, or a UserError naming the missing file."""
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{what} file not found: {path}") from None
+def gold_lines(path: str | Path, what: str) -> list[str]:
+    """The lines of a gold-alignment file (links or text), or a UserError naming it."""
+    if not Path(path).is_file():
+        raise UserError(f"{what} file not found: {path}")
+    return file_lines(path)
 
 
 def read_pharaoh(path: str | Path) -> list[Gold]:
     """One ``(sure, possible)`` per line of a Pharaoh alignment file (0-based, ``i-j``/``ipj``)."""
     golds = []
-    for number, line in enumerate(_read_lines(path, "Pharaoh alignment"), start=1):
+    for number, line in enumerate(gold_lines(path, "Pharaoh alignment"), start=1):
         try:
             golds.append(parse_pharaoh(line))
         except ValueError as error:
@@ -203,7 +217,7 @@ def read_naacl(
     without S/P is sure; links to position 0 (NULL) are skipped.
     """
     links: dict[int, Gold] = {}
-    for number, line in enumerate(_read_lines(path, "NAACL alignment"), start=1):
+    for number, line in enumerate(gold_lines(path, "NAACL alignment"), start=1):
         fields = line.split()
         if not fields:
             continue

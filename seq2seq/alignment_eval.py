@@ -24,6 +24,7 @@ from seq2seq.alignment import (
     Gold,
     Link,
     aer,
+    gold_lines,
     hard_alignment,
     read_naacl,
     read_pharaoh,
@@ -66,6 +67,7 @@ class AlignmentScores:
     layer: int  # the layer reported as "the" alignment (0-based)
     sentences: int  # sentences scored
     skipped: int  # sentences whose subword words did not match their gold words
+    reading: str = "predict"  # which decoder step's attention aligned (see word_scores)
 
     @property
     def scores(self) -> dict[str, float]:
@@ -75,9 +77,7 @@ class AlignmentScores:
 
 def read_gold(path: str | Path, n_sentences: int) -> list[Gold]:
     """Gold links of ``n_sentences`` sentences, Pharaoh or NAACL (``sent i j S|P``) by content."""
-    if not Path(path).is_file():
-        raise UserError(f"gold alignment file not found: {path}")
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in gold_lines(path, "gold alignment")]
     first = next((line for line in lines if line), "")
     # "1001 1 1 S" has no dash or p between numbers, so it cannot be read as Pharaoh links.
     if _NAACL_LINE.fullmatch(first):
@@ -96,9 +96,7 @@ def load_gold_set(gold: str | Path, src: str | Path, tgt: str | Path) -> GoldSet
     """Read a gold alignment file and its space-tokenised source and target text."""
     texts = []
     for path in (src, tgt):
-        if not Path(path).is_file():
-            raise UserError(f"alignment text file not found: {path}")
-        texts.append(Path(path).read_text(encoding="utf-8").splitlines())
+        texts.append(gold_lines(path, "alignment text"))
     if len(texts[0]) != len(texts[1]):
         raise UserError(f"{src} has {len(texts[0])} lines but {tgt} has {len(texts[1])}.")
     golds = read_gold(gold, len(texts[0]))
@@ -156,14 +154,28 @@ def scorable(tokenizer: Tokenizer, src: str, tgt: str) -> bool:
     return src_ok and len(word_spans(tgt_pieces)) == len(tgt.split())
 
 
+READINGS = ("predict", "shift")
+
+
 def word_scores(
-    cross: Tensor, src_pieces: Sequence[str], tgt_pieces: Sequence[str], layer: int
+    cross: Tensor,
+    src_pieces: Sequence[str],
+    tgt_pieces: Sequence[str],
+    layer: int,
+    reading: str = "predict",
 ) -> np.ndarray:
     """Word scores (T_words, S_words) of one layer (heads averaged) of (L, H, T, S) attention.
 
     ``tgt_pieces`` label the rows, EOS included; special tokens are dropped and rows
-    renormalised before subwords merge into words.
+    renormalised before subwords merge into words. ``reading`` "predict": target piece t
+    is aligned by the step that predicts it (row t); "shift" (shift-att, Chen et al. 2020):
+    by the step that reads it as decoder input (row t + 1), where a Transformer's
+    cross-attention tends to look at the source word just translated.
     """
+    if reading == "shift":
+        cross, tgt_pieces = cross[:, :, 1:], tgt_pieces[:-1]  # drop the BOS row and EOS label
+    elif reading != "predict":
+        raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {reading!r}")
     matrix = select_layer_heads(cross, layer)  # (T, S)
     return subword_to_word(*strip_specials(matrix, tgt_pieces, src_pieces))
 
@@ -196,6 +208,32 @@ def forced_attention(
     return out
 
 
+def layer_links(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    src_texts: list[str],
+    tgt_texts: list[str],
+    device: torch.device,
+    batch_size: int = 32,
+    reading: str = "predict",
+) -> list[list[set[Link]]]:
+    """Hard word links ``[layer][pair]`` of each pair, its target force-decoded.
+
+    The texts are space-tokenised words that their SentencePiece pieces split into
+    (:func:`scorable`); a link ``(i, j)`` joins source word i and target word j.
+    """
+    src_ids, tgt_ids = tokenizer.encode_src(src_texts), tokenizer.encode_tgt(tgt_texts)
+    attentions = forced_attention(model, src_ids, tgt_ids, device, batch_size)
+    n_layers = attentions[0].shape[0] if attentions else 1
+    per_layer: list[list[set[Link]]] = [[] for _ in range(n_layers)]
+    for src, tgt, cross in zip(src_ids, tgt_ids, attentions, strict=True):
+        src_pieces, tgt_pieces = tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"]
+        for index in range(n_layers):
+            words = word_scores(cross, src_pieces, tgt_pieces, index, reading)  # (T_w, S_w)
+            per_layer[index].append(hard_alignment(words))
+    return per_layer
+
+
 def evaluate_alignment(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -203,26 +241,23 @@ def evaluate_alignment(
     device: torch.device,
     layer: int | None = None,
     batch_size: int = 32,
+    reading: str = "predict",
 ) -> AlignmentScores:
-    """AER of every decoder layer on ``gold``; ``layer`` None picks the layer with the lowest."""
+    """AER of every decoder layer on ``gold``; ``layer`` None picks the layer with the lowest.
+
+    ``reading``: which decoder step's attention aligns a target token (:func:`word_scores`).
+    """
     keep = [k for k in range(len(gold)) if scorable(tokenizer, gold.src[k], gold.tgt[k])]
-    src_ids = tokenizer.encode_src([gold.src[k] for k in keep])
-    tgt_ids = tokenizer.encode_tgt([gold.tgt[k] for k in keep])
-    attentions = forced_attention(model, src_ids, tgt_ids, device, batch_size)
-    n_layers = attentions[0].shape[0] if attentions else 1
-    per_layer: list[list[set[Link]]] = [[] for _ in range(n_layers)]
-    for src, tgt, cross in zip(src_ids, tgt_ids, attentions, strict=True):
-        src_pieces, tgt_pieces = tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"]
-        for index in range(n_layers):
-            words = word_scores(cross, src_pieces, tgt_pieces, index)  # (T_words, S_words)
-            per_layer[index].append(hard_alignment(words))
+    src_texts, tgt_texts = [gold.src[k] for k in keep], [gold.tgt[k] for k in keep]
+    per_layer = layer_links(model, tokenizer, src_texts, tgt_texts, device, batch_size, reading)
+    n_layers = len(per_layer)
     sure, possible = [gold.sure[k] for k in keep], [gold.possible[k] for k in keep]
     layers = [aer(links, sure, possible) for links in per_layer]
     if layer is None:
         chosen = int(np.argmin([scores["aer"] for scores in layers]))
     else:
         chosen = range(n_layers)[layer]  # accepts negative indices, fails when out of range
-    return AlignmentScores(layers, chosen, len(keep), len(gold) - len(keep))
+    return AlignmentScores(layers, chosen, len(keep), len(gold) - len(keep), reading)
 
 
 def hypothesis_alignments(

@@ -214,6 +214,7 @@ class EvaluateAppConfig:
     align_gold: str | None = None  # gold word alignments (Pharaoh or NAACL): report AER ...
     align_src: str | None = None  # ... of the attention on this space-tokenised source
     align_tgt: str | None = None  # ... force-decoding this target
+    reverse_checkpoint: str | None = None  # a target->source model: also score merged links
 
 
 @dataclass

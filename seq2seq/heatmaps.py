@@ -19,30 +19,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from seq2seq.arrays import as_array, check_labels
+
 DPI = 100  # drawn at every validation: modest resolution keeps it fast
 CMAP = "Blues"  # white = no attention, so the few strong links stand out
 GOLD_COLOR = "tab:red"
 CELL_INCHES = 0.22  # one token per cell at ~8 pt labels stays readable up to ~40 x 40
 GRID_CELL_INCHES = 0.09  # small multiples: the pattern matters more than the labels
 MARGIN_INCHES = 1.4  # room for the rotated labels and the colourbar
-
-
-def _as_array(matrix: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A float numpy array from a tensor (any device or dtype) or array."""
-    if isinstance(matrix, torch.Tensor):
-        return matrix.detach().to(device="cpu", dtype=torch.float32).numpy()
-    return np.asarray(matrix, dtype=np.float32)
-
-
-def _check_labels(
-    shape: tuple[int, ...], src_tokens: Sequence[str], tgt_tokens: Sequence[str]
-) -> None:
-    """Fail when the token labels do not match the matrix (T, S) they are meant to label."""
-    if shape[-2:] != (len(tgt_tokens), len(src_tokens)):
-        raise ValueError(
-            f"attention of shape {shape} does not match "
-            f"{len(tgt_tokens)} target and {len(src_tokens)} source tokens"
-        )
 
 
 def _label_axes(
@@ -82,10 +66,10 @@ def attention_figure(
     ``gold`` is ``(sure, possible)`` links ``(src i, tgt j)``: sure drawn as outlined
     squares, possible-only as dots.
     """
-    weights = _as_array(matrix)  # (T, S)
+    weights = as_array(matrix, np.float32)  # (T, S)
     if weights.ndim != 2:
         raise ValueError(f"expected an attention matrix (T, S), got shape {weights.shape}")
-    _check_labels(weights.shape, src_tokens, tgt_tokens)
+    check_labels(weights.shape, tgt_tokens, src_tokens)
     n_tgt, n_src = weights.shape
     width = max(4.0, n_src * CELL_INCHES + MARGIN_INCHES + 0.8)  # + colourbar
     height = max(3.0, n_tgt * CELL_INCHES + MARGIN_INCHES)
@@ -105,18 +89,18 @@ def attention_figure(
     return fig
 
 
-def head_grid_figure(
-    cross: torch.Tensor | np.ndarray, src_tokens: Sequence[str], tgt_tokens: Sequence[str]
-) -> Figure:
-    """Small multiples of every layer (rows) and head (columns) of (L, H, T, S) weights."""
-    weights = _as_array(cross)  # (L, H, T, S)
-    if weights.ndim != 4:
-        raise ValueError(f"expected cross-attention (L, H, T, S), got shape {weights.shape}")
-    _check_labels(weights.shape, src_tokens, tgt_tokens)
-    n_layers, n_heads, n_tgt, n_src = weights.shape
-    fontsize = max(3.0, min(7.0, GRID_CELL_INCHES * 72 * 0.9))
-    # A fixed layout computed from the label lengths: the constrained layout engine would
-    # cost more than all the drawing once there are dozens of panels.
+def _grid(
+    shape: tuple[int, ...],
+    src_tokens: Sequence[str],
+    tgt_tokens: Sequence[str],
+    fontsize: float,
+) -> tuple[Figure, np.ndarray, tuple[float, float, float, float]]:
+    """The empty grid of (L, H) panels for (L, H, T, S) weights, and the colourbar's place.
+
+    A fixed layout computed from the label lengths: the constrained layout engine would
+    cost more than all the drawing once there are dozens of panels.
+    """
+    n_layers, n_heads, n_tgt, n_src = shape
     char = fontsize * 0.65 / 72  # inches per character, generous for DejaVu Sans
     left = 0.45 + char * max((len(t) for t in tgt_tokens), default=0)  # + "layer l"
     top = 0.35 + char * max((len(s) for s in src_tokens), default=0)  # + "head h"
@@ -141,6 +125,22 @@ def head_grid_figure(
             "hspace": gap / panel_h,
         },
     )
+    bar_h = min(3.0, height - top - bottom)  # top-aligned with the panels
+    bar = (1 - (right - 0.2) / width, 1 - (top + bar_h) / height, 0.12 / width, bar_h / height)
+    return fig, axes, bar
+
+
+def head_grid_figure(
+    cross: torch.Tensor | np.ndarray, src_tokens: Sequence[str], tgt_tokens: Sequence[str]
+) -> Figure:
+    """Small multiples of every layer (rows) and head (columns) of (L, H, T, S) weights."""
+    weights = as_array(cross, np.float32)  # (L, H, T, S)
+    if weights.ndim != 4:
+        raise ValueError(f"expected cross-attention (L, H, T, S), got shape {weights.shape}")
+    check_labels(weights.shape, tgt_tokens, src_tokens)
+    fontsize = max(3.0, min(7.0, GRID_CELL_INCHES * 72 * 0.9))
+    fig, axes, bar = _grid(weights.shape, src_tokens, tgt_tokens, fontsize)
+    n_layers, n_heads = weights.shape[:2]
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer, head]
@@ -163,11 +163,7 @@ def head_grid_figure(
                 ax.set_title(f"head {head}", fontsize=8)
             if head == 0:
                 ax.set_ylabel(f"layer {layer}", fontsize=8)
-    bar_h = min(3.0, height - top - bottom)  # top-aligned with the panels
-    bar = fig.add_axes(
-        (1 - (right - 0.2) / width, 1 - (top + bar_h) / height, 0.12 / width, bar_h / height)
-    )
-    fig.colorbar(image, cax=bar)
+    fig.colorbar(image, cax=fig.add_axes(bar))
     return fig
 
 

@@ -15,6 +15,7 @@ from seq2seq.config import DecodeConfig
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis, beam_search, translate_batch
 from seq2seq.errors import UserError
+from seq2seq.models.base import position_limits
 from seq2seq.models.build import build_model
 from seq2seq.special_tokens import PAD_ID
 from seq2seq.training.checkpoint import load_checkpoint, resolve_checkpoint_path
@@ -80,7 +81,7 @@ def pad_batch(
 
 def clip_sources(model: nn.Module, sources: list[list[int]]) -> list[list[int]]:
     """``sources`` cut to the model's ``max_positions``, warning about each one cut."""
-    limit = model.max_positions
+    limit, _ = position_limits(model.max_positions)
     if limit is None or all(len(s) <= limit for s in sources):
         return sources
     for i in (i for i, s in enumerate(sources) if len(s) > limit):

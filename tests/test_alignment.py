@@ -22,6 +22,7 @@ from seq2seq.alignment import (
     to_pharaoh,
     word_spans,
 )
+from seq2seq.alignment_eval import word_scores
 from seq2seq.errors import UserError
 
 HANSARDS = Path(__file__).resolve().parents[2] / "shared/data/alignment/hansards-enfr-trial"
@@ -257,3 +258,28 @@ def test_hansards_trial_gold_files_agree():
     # Sure links as the hypothesis: perfect recall, precision 1 as S is inside P.
     scores = aer([s for s, _ in naacl], [s for s, _ in naacl], [p for _, p in naacl])
     assert scores["aer"] == 0.0
+
+
+def test_grow_diag_final_and_grows_along_the_union_then_adds_isolated_links():
+    # forward has (3, 0): in the union but touching no grown link, and target 0 is taken;
+    # (4, 4) is isolated with both words unaligned, so final-and adds it.
+    a_st = {(0, 0), (1, 1), (3, 0), (4, 4)}
+    a_ts = {(0, 0), (2, 2)}  # reverse model's (j, i); symmetric here
+    assert symmetrize(a_st, a_ts, "intersection") == {(0, 0)}
+    assert symmetrize(a_st, a_ts, "grow-diag-final-and") == {(0, 0), (1, 1), (2, 2), (4, 4)}
+    # A neighbour whose two words are both already aligned is not grown into.
+    a_st, a_ts = {(0, 0), (1, 1), (0, 1)}, {(0, 0), (1, 1)}
+    assert symmetrize(a_st, a_ts, "grow-diag-final-and") == {(0, 0), (1, 1)}
+
+
+def test_shift_reading_aligns_each_token_by_the_step_that_reads_it():
+    # Forced attention (L=1, H=1, T+1=3, S=2): row 0 reads BOS, row 1 reads target piece 0,
+    # row 2 reads target piece 1 and predicts EOS.
+    cross = torch.tensor([[[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]]])
+    src, tgt = ["\u2581a", "\u2581b"], ["\u2581x", "\u2581y", "</s>"]
+    predict = word_scores(cross, src, tgt, layer=0, reading="predict")
+    shift = word_scores(cross, src, tgt, layer=0, reading="shift")
+    assert hard_alignment(predict) == {(0, 0), (1, 1)}  # x <- row 0, y <- row 1
+    assert hard_alignment(shift) == {(1, 0), (0, 1)}  # x <- row 1, y <- row 2
+    with pytest.raises(ValueError, match="predict, shift"):
+        word_scores(cross, src, tgt, layer=0, reading="later")

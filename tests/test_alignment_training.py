@@ -13,6 +13,7 @@ these tiny settings (300 steps, ``tiny_overrides``), best checkpoint, test split
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,41 @@ def test_evaluate_writes_pharaoh_alignments_and_aer(
     summary = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["alignment"]
     assert summary["sentences"] == 100 and summary["skipped"] == 0
     assert summary["layers"][summary["layer"]]["aer"] < MAX_AER[family]
+
+
+def test_evaluate_scores_both_directions_and_their_merges(
+    trained, synthetic_dir: Path, tmp_path: Path
+) -> None:
+    family, run_dir, _, _ = trained
+    if family != "transformer":
+        pytest.skip("one family is enough for the merge; the RNN trains the same way")
+    corpus = synthetic_dir
+    swap = {".src": ".tgt", ".tgt": ".src"}
+    overrides = [
+        re.sub(r"\.(src|tgt)$", lambda m: swap[m.group(0)], o) if o.startswith("data.") else o
+        for o in tiny_overrides(corpus, tmp_path / "reverse", family)
+    ]
+    assert f"data.train_src={corpus / 'train.tgt'}" in overrides
+    overrides += ["data.src=tgt", "data.tgt=src"]  # the language names, swapped too
+    reverse_dir = tmp_path / "reverse" / "run"
+    train(compose_config("train", overrides), reverse_dir)
+    gold = [f"align_gold={corpus / 'test.align'}", f"align_src={corpus / 'test.src'}"]
+    gold.append(f"align_tgt={corpus / 'test.tgt'}")
+    base = [f"checkpoint={run_dir}", "data.splits=[test]", *gold]
+    cfg = compose_config("evaluate", [*base, f"reverse_checkpoint={reverse_dir}"])
+    evaluate(cfg, tmp_path / "eval")
+    merged = json.loads((tmp_path / "eval" / "metrics.json").read_text())["symmetrized"]
+    assert merged["sentences"] == {"scored": 100, "skipped": 0}
+    forward, reverse = merged["forward"], merged["reverse"]
+    assert reverse["aer"] < 0.3, merged  # flipped back to (source, target): it agrees with gold
+    inter, union, grown = merged["intersection"], merged["union"], merged["grow-diag-final-and"]
+    assert inter["recall"] <= min(forward["recall"], reverse["recall"])
+    assert union["recall"] >= max(forward["recall"], reverse["recall"])
+    assert inter["recall"] <= grown["recall"] <= union["recall"]
+    with pytest.raises(UserError, match="align_gold"):
+        evaluate(
+            compose_config("evaluate", base[:2] + [f"reverse_checkpoint={reverse_dir}"]), tmp_path
+        )
 
 
 def test_sentences_that_do_not_split_into_their_words_are_skipped(trained) -> None:

@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from seq2seq.cli.evaluate import evaluate
 from seq2seq.errors import Interrupted
-from seq2seq.training import trainer as trainer_module
+from seq2seq.training import validation as validation_module
 from seq2seq.training.distributed import init_distributed
 from seq2seq.training.report import BudgetBar
 from seq2seq.training.trainer import Trainer, train
@@ -133,7 +133,7 @@ def test_a_signal_saves_the_checkpoint_before_validating(
             os.kill(os.getpid(), signal.SIGTERM)  # caught by the trainer's handler
 
     on_disk_at_validation: list[int | None] = []
-    validate = trainer_module.validate
+    validate = validation_module.validate
 
     def recording_validate(*args: object) -> object:
         saved = torch.load(last, weights_only=True) if last.exists() else None
@@ -141,7 +141,7 @@ def test_a_signal_saves_the_checkpoint_before_validating(
         return validate(*args)
 
     trainer._update = update_then_signal
-    monkeypatch.setattr(trainer_module, "validate", recording_validate)
+    monkeypatch.setattr(validation_module, "validate", recording_validate)
     with pytest.raises(Interrupted, match="SIGTERM received: checkpoint saved at step 3"):
         trainer.run()
     assert on_disk_at_validation == [3]

@@ -24,6 +24,7 @@ from seq2seq.data.corpora import ParallelCorpus, has_files, load_split, read_par
 from seq2seq.errors import UserError
 from seq2seq.evaluation import corpus_scores, scores_to_dict
 from seq2seq.inference import Translator, clip_sources, decode_corpus
+from seq2seq.symmetrization import check_directions, symmetrized_scores
 from seq2seq.textio import check_output, write_text
 from seq2seq.training.averaging import average_checkpoints, last_step_checkpoints
 from seq2seq.training.distributed import resolve_device
@@ -67,6 +68,15 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
         raise_problems(layer_problems(cfg.alignment_layer, "alignment_layer", model_config))
     tokenizer = translator.tokenizer
     gold = gold_from_config(cfg, tokenizer, prefix="")  # checked before the long decoding
+    reverse = None
+    if cfg.reverse_checkpoint is not None:
+        if gold is None:
+            raise UserError(
+                "reverse_checkpoint is scored on a gold set: also give align_gold=<links> "
+                "align_src=<source> align_tgt=<target>."
+            )
+        reverse = Translator.from_checkpoint(cfg.reverse_checkpoint, device)
+        check_directions(translator, reverse)
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = [p for p in (cfg.data.src_file, cfg.data.ref_file) if p]
     results: dict[str, dict] = {}
@@ -94,6 +104,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
     }
     if gold is not None:
         summary["alignment"] = alignment_summary(translator, gold, device)
+    if reverse is not None and gold is not None:
+        summary["symmetrized"] = symmetrized_summary(translator, reverse, gold, device)
     write_text("metrics", out_dir / "metrics.json", json.dumps(summary, indent=2))
     print(f"hypotheses and metrics.json written to {out_dir}")
     return results
@@ -114,6 +126,20 @@ def alignment_summary(translator: Translator, gold: GoldSet, device: torch.devic
         "skipped": scores.skipped,
         "layers": scores.layers,
     }
+
+
+def symmetrized_summary(
+    forward: Translator, reverse: Translator, gold: GoldSet, device: torch.device
+) -> dict:
+    """AER of each direction and of their merges on the gold set, printed."""
+    results = symmetrized_scores(forward, reverse, gold, device)
+    for name, s in results.items():
+        if name != "sentences":
+            print(
+                f"alignment {name}\tAER {s['aer']:.3f}  P {s['precision']:.3f}  "
+                f"R {s['recall']:.3f}  F1 {s['f1']:.3f}"
+            )
+    return results
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="evaluate", version_base="1.3")

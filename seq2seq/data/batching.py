@@ -6,14 +6,15 @@ Which pairs share a batch, and in what order batches come, is the sampler's busi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
+from typing import Protocol
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from seq2seq.data.sampler import TokenBatchSampler
+from seq2seq.data.sampler import LengthShard, MemoryShard, TokenBatchSampler
 from seq2seq.special_tokens import BOS_ID, EOS_ID, PAD_ID
 
 Example = tuple[int, Sequence[int], Sequence[int]]  # (index in corpus, source ids, target ids)
@@ -84,6 +85,20 @@ class ParallelDataset(Dataset):
     def __getitem__(self, index: int) -> Example:
         return index, self.src_ids[index], self.tgt_ids[index]
 
+    @property
+    def shards(self) -> list[MemoryShard]:
+        """The pairs' lengths, as the sampler's one shard."""
+        return [MemoryShard.of([len(s) for s in self.src_ids], [len(t) for t in self.tgt_ids])]
+
+
+class ShardedDataset(Protocol):
+    """Pairs by corpus index, and the shards the sampler batches them by."""
+
+    @property
+    def shards(self) -> Sequence[LengthShard]: ...
+
+    def __getitem__(self, index: int) -> Example: ...
+
 
 def make_loader(
     dataset: Dataset | Sequence[Example],
@@ -100,3 +115,39 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
     )
+
+
+def token_batches(
+    dataset: ShardedDataset,
+    batch_tokens: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> tuple[TokenBatchSampler, DataLoader]:
+    """A token-budget, length-bucketed sampler over the pairs and the loader it drives."""
+    sampler = TokenBatchSampler(
+        dataset.shards,
+        batch_tokens=batch_tokens,
+        shuffle=shuffle,
+        seed=seed,
+        num_replicas=num_replicas,
+        rank=rank,
+    )
+    loader = make_loader(dataset, sampler, num_workers, pin_memory)
+    return sampler, loader
+
+
+def accumulation_groups(batches: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+    """Consecutive groups of ``size`` micro-batches, one update each; the epoch's last group
+    may be smaller, so no batch goes unused (its update is normalised by its own tokens)."""
+    group: list[Batch] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group

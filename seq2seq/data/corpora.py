@@ -16,8 +16,8 @@ from typing import Any
 
 from seq2seq.data import download
 from seq2seq.data.filters import TextFilter
-from seq2seq.data.lines import stream_files, stream_lines
 from seq2seq.errors import UserError
+from seq2seq.textio import stream_lines
 
 MULTI30K_LANGUAGES = ("en", "de", "fr")
 MULTI30K_SPLITS = (
@@ -81,6 +81,12 @@ def _paths(value: PathList) -> list[Path]:
 
 def _names(paths: list[Path]) -> str:
     return ", ".join(str(path) for path in paths)
+
+
+def stream_files(paths: Sequence[Path], digests: dict[str, str] | None = None) -> Iterator[str]:
+    """The lines of several files, concatenated in order."""
+    for path in paths:
+        yield from stream_lines(path, digests)
 
 
 def stream_parallel(

@@ -25,11 +25,11 @@ from typing import Any
 import sentencepiece as spm
 
 from seq2seq.data.corpora import SplitFiles, split_files
-from seq2seq.data.lines import existing_file
 from seq2seq.data.manifest import FORMAT_VERSION, manifest_problem, read_manifest
 from seq2seq.data.preparation import build_prepared
 from seq2seq.data.shards import ShardedCorpus
 from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.textio import existing_file
 
 PREPARED_DIR = "prepared"
 KEY_SETTINGS = (

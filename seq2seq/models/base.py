@@ -59,6 +59,17 @@ class Seq2SeqModel(Protocol):
         ...
 
 
+def position_limits(max_positions: int | None) -> tuple[int | None, int | None]:
+    """The most source tokens, and target tokens before EOS, a model of ``max_positions`` takes.
+
+    The source fills at most every position; the decoder's input is BOS + the target
+    tokens before EOS, so the target gets one fewer. None: no limit (an RNN).
+    """
+    if max_positions is None:
+        return None, None
+    return max_positions, max_positions - 1
+
+
 def select_batch(tree: Any, index: Tensor) -> Any:
     """Pick rows ``index`` along the batch dimension of every tensor in a nest.
 

@@ -131,37 +131,51 @@ def create_app(
     @app.post("/translate", response_model=TranslateResponse)
     async def translate(request: TranslateRequest) -> dict[str, Any]:
         """Translate each sentence of ``text``, with its attention and word alignment."""
-        beam = default_beam if request.beam_size is None else request.beam_size
-        if len(request.text) > limits.max_sentences:
-            raise HTTPException(
-                413,
-                f"text has {len(request.text)} sentences; at most {limits.max_sentences} "
-                "per request (server setting limits.max_sentences)",
-            )
-        check_chars(limits, request.text)
-        if not request.text:
-            raise HTTPException(422, "text is empty: give at least one sentence")
-        for index, sentence in enumerate(request.text):
-            if not sentence.strip():
-                raise HTTPException(422, f"text[{index}] is empty: give a sentence to translate")
-        if not 1 <= beam <= limits.max_beam:
-            raise HTTPException(422, f"beam_size={beam} is out of range: 1 to {limits.max_beam}")
-        texts = [sentence.strip() for sentence in request.text]
+        texts, beam = checked_translate(request, limits, default_beam)
         results = await asyncio.wrap_future(worker.translate(texts, beam))
         return {"results": [{"source": t, **r} for t, r in zip(texts, results, strict=True)]}
 
     @app.post("/align", response_model=Inspection)
     async def align(request: AlignRequest) -> dict[str, Any]:
         """Force-decode ``target`` given ``source``: its attention and word alignment."""
-        check_chars(limits, [request.source, request.target])
-        for name in ("source", "target"):
-            if not getattr(request, name).strip():
-                raise HTTPException(422, f"{name} is empty: give a sentence")
-        source, target = request.source.strip(), request.target.strip()
+        source, target = checked_align(request, limits)
         result = await asyncio.wrap_future(worker.align(source, target))
         return {"source": source, **result}
 
     return app
+
+
+def checked_translate(
+    request: TranslateRequest, limits: ServeLimitsConfig, default_beam: int
+) -> tuple[list[str], int]:
+    """The sentences (stripped) and beam size of a valid request; HTTP 413/422 otherwise."""
+    beam = default_beam if request.beam_size is None else request.beam_size
+    if len(request.text) > limits.max_sentences:
+        raise HTTPException(
+            413,
+            f"text has {len(request.text)} sentences; at most {limits.max_sentences} "
+            "per request (server setting limits.max_sentences)",
+        )
+    check_chars(limits, request.text)
+    if not request.text:
+        raise HTTPException(422, "text is empty: give at least one sentence")
+    for index, sentence in enumerate(request.text):
+        if not sentence.strip():
+            raise HTTPException(422, f"text[{index}] is empty: give a sentence to translate")
+    if not 1 <= beam <= limits.max_beam:
+        raise HTTPException(422, f"beam_size={beam} is out of range: 1 to {limits.max_beam}")
+    texts = [sentence.strip() for sentence in request.text]
+    return texts, beam
+
+
+def checked_align(request: AlignRequest, limits: ServeLimitsConfig) -> tuple[str, str]:
+    """The source and target (stripped) of a valid request; HTTP 413/422 otherwise."""
+    check_chars(limits, [request.source, request.target])
+    for name in ("source", "target"):
+        if not getattr(request, name).strip():
+            raise HTTPException(422, f"{name} is empty: give a sentence")
+    source, target = request.source.strip(), request.target.strip()
+    return source, target
 
 
 def check_chars(limits: ServeLimitsConfig, texts: list[str]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 from seq2seq.alignment_eval import forced_attention
 from seq2seq.config import DecodeConfig
 from seq2seq.inference import Translator, decode_corpus
+from seq2seq.models.base import position_limits
 from seq2seq.serve.inspection import describe_pair
 
 log = logging.getLogger(__name__)
@@ -84,20 +85,21 @@ class ModelWorker:
     def translate(self, texts: list[str], beam_size: int) -> Future[list[dict[str, Any]]]:
         """Queue ``texts`` for translation; the future holds one result dict per text."""
         sources = self.translator.tokenizer.encode_src(texts)
+        src_limit, _ = position_limits(self.translator.model.max_positions)
         for index, ids in enumerate(sources):
-            self._check_length(f"text[{index}]", ids, self.translator.model.max_positions)
+            self._check_length(f"text[{index}]", ids, src_limit)
         future: Future[list[dict[str, Any]]] = Future()
         self._queue.put(TranslateJob(sources, beam_size, future))
         return future
 
     def align(self, source: str, target: str) -> Future[dict[str, Any]]:
         """Queue a pair whose ``target`` is force-decoded; the future holds one result dict."""
-        tokenizer, limit = self.translator.tokenizer, self.translator.model.max_positions
+        tokenizer = self.translator.tokenizer
+        src_limit, tgt_limit = position_limits(self.translator.model.max_positions)
         src_ids = tokenizer.encode_src([source])[0]
         tgt_ids = tokenizer.encode_tgt([target])[0]
-        self._check_length("source", src_ids, limit)
-        # The decoder reads BOS + the target, so the target may use one position less.
-        self._check_length("target", tgt_ids, None if limit is None else limit - 1)
+        self._check_length("source", src_ids, src_limit)
+        self._check_length("target", tgt_ids, tgt_limit)
         future: Future[dict[str, Any]] = Future()
         self._queue.put(AlignJob(src_ids, tgt_ids, future))
         return future

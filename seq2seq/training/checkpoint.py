@@ -144,19 +144,6 @@ def not_an_archive(path: Path) -> str:
     return "truncated or corrupt (not a PyTorch archive). " + ANOTHER
 
 
-def rank_rng_state(state: dict[str, Any], rank: int, world_size: int) -> dict[str, Any] | None:
-    """The RNG states a rank resumes with: its own if the checkpoint's run had as many ranks.
-
-    Otherwise rank 0 takes the saved main-process states and other ranks get None (keep
-    their fresh ``seed + rank`` seeding): dropout differs from an unbroken run, but ranks
-    never share masks.
-    """
-    per_rank = state.get("rng_ranks")
-    if per_rank is not None and len(per_rank) == world_size:
-        return per_rank[rank]
-    return state["rng"] if rank == 0 else None
-
-
 def resolve_checkpoint_path(path: str | Path) -> Path:
     """A checkpoint file as given, or ``best.pt`` (else ``last.pt``) inside a run directory."""
     path = Path(path).expanduser()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from seq2seq.config import DecodeConfig
@@ -29,7 +30,8 @@ from seq2seq.errors import UserError
 from seq2seq.evaluation import Score, corpus_scores, scores_to_dict
 from seq2seq.inference import clip_sources
 from seq2seq.training.distributed import Distributed
-from seq2seq.training.validation import decode_sharded
+from seq2seq.training.state import TrainState
+from seq2seq.training.validation import ValidResult, decode_sharded
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,37 @@ def score_test_sets(
         results[split] = corpus_scores(hypotheses, corpus.tgt)
     model.train()
     return results
+
+
+def log_test(writer: SummaryWriter, results: dict[str, dict[str, Score]], step: int) -> None:
+    """Each test score, with its signature, in the log and TensorBoard."""
+    for split, scores in results.items():
+        for score in scores.values():
+            name = metric_name(score)
+            log.info("test %s | %s %.2f | %s", split, name, score.score, score.signature)
+            writer.add_scalar(f"test/{split}/{score.name}", score.score, step)
+        signatures = "  \n".join(score.signature for score in scores.values())
+        writer.add_text(f"test/{split}/signature", signatures, step)
+
+
+def run_summary(
+    state: TrainState, result: ValidResult | None, test: dict[str, dict[str, Score]]
+) -> dict[str, float]:
+    """The figures ``train()`` returns: step, best BLEU, test scores, the last validation's."""
+    summary = {"step": float(state.step), "best_bleu": state.best_bleu}
+    for split, scores in test.items():
+        summary.update({f"test_{split}_{name}": score.score for name, score in scores.items()})
+    if result is not None:
+        summary.update(
+            valid_loss=result.loss,
+            valid_ppl=result.ppl,
+            valid_bleu=result.bleu,
+            valid_chrf=result.scores["chrf"].score,
+        )
+        if result.alignment is not None:
+            summary["valid_aer"] = result.alignment.scores["aer"]
+        log.info("BLEU signature: %s", result.scores["bleu"].signature)
+    return summary
 
 
 def best_weights(path: Path, ctx: Distributed) -> dict[str, torch.Tensor]:

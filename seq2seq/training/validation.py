@@ -1,4 +1,4 @@
-"""Validation: loss and perplexity, decoded BLEU/chrF, and the alignment probes."""
+"""Validation: loss and perplexity, decoded BLEU/chrF, AER against a gold set, and their logs."""
 
 from __future__ import annotations
 
@@ -6,40 +6,24 @@ import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from seq2seq.alignment_eval import (
-    AlignmentScores,
-    GoldSet,
-    evaluate_alignment,
-    forced_attention,
-    scorable,
-    word_scores,
-)
+from seq2seq.alignment_eval import AlignmentScores, GoldSet, evaluate_alignment, gold_from_config
 from seq2seq.config import DecodeConfig, ValidConfig
-from seq2seq.data.batching import Batch
-from seq2seq.data.pipeline import EncodedCorpus
+from seq2seq.data.batching import Batch, ParallelDataset, token_batches
+from seq2seq.data.pipeline import EncodedCorpus, PreparedData
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import Score, corpus_scores
-from seq2seq.heatmaps import attention_figure, figure_to_array, head_grid_figure
-from seq2seq.inference import clip_sources, decode_corpus
-from seq2seq.special_tokens import BOS_ID, PAD_ID
+from seq2seq.inference import decode_corpus
+from seq2seq.models.base import position_limits
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.loss import label_smoothed_loss, perplexity
+from seq2seq.training.probes import log_gold_alignments, log_probes, make_probes
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Probe:
-    """A sentence whose alignment heatmap is drawn at every validation."""
-
-    source: str
-    reference: str | None
-    src_ids: list[int]
 
 
 @dataclass
@@ -121,83 +105,6 @@ def decode_sharded(
     return hypotheses
 
 
-@torch.no_grad()
-def log_probes(
-    model: nn.Module,
-    probes: list[Probe],
-    tokenizer: Tokenizer,
-    cfg: ValidConfig,
-    device: torch.device,
-    writer: SummaryWriter,
-    step: int,
-) -> None:
-    """Draw each probe's attention over the model's own translation into TensorBoard."""
-    model.eval()
-    sources = clip_sources(model, [p.src_ids for p in probes])
-    nbests = decode_corpus(model, sources, device, cfg.decode)
-    for k, (probe, src_ids, hyps) in enumerate(zip(probes, sources, nbests, strict=True)):
-        hyp = hyps[0].tokens
-        src = torch.tensor([src_ids], device=device)  # (1, S)
-        tgt_in = torch.tensor([[BOS_ID, *hyp]], device=device)  # (1, T)
-        _, attention = model(src, src != PAD_ID, tgt_in, need_weights=True)
-        src_tokens = tokenizer.src_pieces(src_ids)
-        tgt_tokens = [*tokenizer.tgt_pieces(hyp), "</s>"]
-        cross = attention.cross[0].float().cpu()  # (L, H, T, S)
-        layer = cross[cfg.alignment_layer]  # (H, T, S)
-        title = f"step {step}"
-        figure = attention_figure(layer.mean(0).numpy(), src_tokens, tgt_tokens, title=title)
-        writer.add_image(f"alignment/{k}", figure_to_array(figure), step, dataformats="HWC")
-        if cross.shape[0] * cross.shape[1] > 1:
-            grid = head_grid_figure(cross.numpy(), src_tokens, tgt_tokens)
-            writer.add_image(f"alignment_heads/{k}", figure_to_array(grid), step, dataformats="HWC")
-        if attention.encoder is not None:
-            enc = attention.encoder[0, cfg.alignment_layer].float().mean(0).cpu()  # (S, S)
-            figure = attention_figure(enc.numpy(), src_tokens, src_tokens, title=title)
-            writer.add_image(
-                f"encoder_attention/{k}", figure_to_array(figure), step, dataformats="HWC"
-            )
-        text = f"**source:** {probe.source}  \n**hypothesis:** {tokenizer.decode_tgt(hyp)}"
-        if probe.reference is not None:
-            text += f"  \n**reference:** {probe.reference}"
-        writer.add_text(f"probe/{k}", text, step)
-    model.train()
-
-
-@torch.no_grad()
-def log_gold_alignments(
-    model: nn.Module,
-    gold: GoldSet,
-    tokenizer: Tokenizer,
-    count: int,
-    layer: int,
-    device: torch.device,
-    writer: SummaryWriter,
-    step: int,
-) -> None:
-    """Draw the first ``count`` gold sentences' word attention with their gold links marked.
-
-    The reference is force-decoded, so rows are the gold target words and the picture is
-    the matrix AER scores (one ``layer``, heads averaged), rows rescaled to sum to 1.
-    """
-    keep = [k for k in range(len(gold)) if scorable(tokenizer, gold.src[k], gold.tgt[k])][:count]
-    src_ids = tokenizer.encode_src([gold.src[k] for k in keep])
-    tgt_ids = tokenizer.encode_tgt([gold.tgt[k] for k in keep])
-    attentions = forced_attention(model, src_ids, tgt_ids, device)
-    for n, (k, src, tgt, cross) in enumerate(zip(keep, src_ids, tgt_ids, attentions, strict=True)):
-        src_pieces, tgt_pieces = tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"]
-        words = word_scores(cross, src_pieces, tgt_pieces, layer)  # (T_words, S_words)
-        totals = words.sum(axis=1, keepdims=True)  # (T_words, 1)
-        words = np.divide(words, totals, out=np.zeros_like(words), where=totals > 0)
-        figure = attention_figure(
-            words,
-            gold.src[k].split(),
-            gold.tgt[k].split(),
-            title=f"step {step}, layer {layer}: gold sure = squares, possible = dots",
-            gold=(gold.sure[k], gold.possible[k]),
-        )
-        writer.add_image(f"alignment_gold/{n}", figure_to_array(figure), step, dataformats="HWC")
-
-
 def log_alignment_scores(writer: SummaryWriter, alignment: AlignmentScores, step: int) -> None:
     """``valid/aer`` of the chosen layer, and ``valid/aer_layer<l>`` when there are several."""
     per_layer = " ".join(f"{scores['aer']:.3f}" for scores in alignment.layers)
@@ -216,3 +123,91 @@ def log_alignment_scores(writer: SummaryWriter, alignment: AlignmentScores, step
         writer.add_scalar("valid/aer_best_layer", alignment.layer, step)
         for layer, scores in enumerate(alignment.layers):
             writer.add_scalar(f"valid/aer_layer{layer}", scores["aer"], step)
+
+
+def fitting(corpus: EncodedCorpus, max_positions: int | None) -> EncodedCorpus:
+    """The pairs whose source, and BOS + target, fit the model's positions (for the loss)."""
+    src_limit, tgt_limit = position_limits(max_positions)
+    if src_limit is None or tgt_limit is None:
+        return corpus
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(corpus.src_ids, corpus.tgt_ids, strict=True))
+        if len(s) <= src_limit and len(t) <= tgt_limit
+    ]
+    if len(keep) < len(corpus):
+        log.warning(
+            "%d validation pairs are longer than model.max_positions=%d: left out of the "
+            "validation loss; their sources are cut for BLEU",
+            len(corpus) - len(keep),
+            max_positions,
+        )
+    return corpus.select(keep)
+
+
+def fixed_batches(corpus: EncodedCorpus, batch_tokens: int) -> list[Batch]:
+    """Validation batches in a fixed order, built once."""
+    _, loader = token_batches(ParallelDataset(corpus.src_ids, corpus.tgt_ids), batch_tokens, False)
+    return list(loader)
+
+
+class Validator:
+    """One run's validation set, batched once, with its probes and gold alignments.
+
+    Every rank measures (each its share); rank 0 reports to the log and TensorBoard.
+    """
+
+    def __init__(
+        self,
+        data: PreparedData,
+        cfg: DictConfig,
+        max_positions: int | None,
+        ctx: Distributed,
+        device: torch.device,
+        writer: SummaryWriter | None,
+    ) -> None:
+        self.data, self.cfg, self.ctx, self.device, self.writer = data, cfg, ctx, device, writer
+        self.batches = fixed_batches(fitting(data.valid, max_positions), cfg.data.batch_tokens)
+        self.probes = make_probes(data, cfg)
+        self.gold = gold_from_config(cfg.valid, data.tokenizer)  # None unless valid.align_gold
+
+    def measure(self, model: nn.Module, autocast: AbstractContextManager) -> ValidResult:
+        """Validate ``model`` (sharded over ranks; every rank gets the same scores)."""
+        data = self.data
+        args = (self.batches, data.valid, data.tokenizer, self.cfg.valid, self.device)
+        return validate(model, *args, autocast, self.gold, self.ctx)
+
+    def report(self, model: nn.Module, result: ValidResult, step: int, best_bleu: float) -> None:
+        """Log the scores, draw the probes and the gold alignments (rank 0)."""
+        if self.writer is None:
+            return
+        log_scores(self.writer, result, step, best_bleu)
+        tokenizer, cfg = self.data.tokenizer, self.cfg.valid
+        if self.probes:
+            log_probes(model, self.probes, tokenizer, cfg, self.device, self.writer, step)
+        if result.alignment is not None and self.gold is not None:
+            layer, count = result.alignment.layer, cfg.num_probes
+            log_gold_alignments(
+                model, self.gold, tokenizer, count, layer, self.device, self.writer, step
+            )
+
+
+def log_scores(writer: SummaryWriter, result: ValidResult, step: int, best_bleu: float) -> None:
+    """One log line and the TensorBoard scalars of a validation."""
+    bleu, chrf = result.scores["bleu"], result.scores["chrf"]
+    log.info(
+        "valid step %d | loss %.3f | ppl %.2f | BLEU %.2f | chrF %.2f | best BLEU %.2f",
+        step,
+        result.loss,
+        result.ppl,
+        bleu.score,
+        chrf.score,
+        best_bleu,
+    )
+    writer.add_scalar("valid/loss", result.loss, step)
+    writer.add_scalar("valid/ppl", result.ppl, step)
+    writer.add_scalar("valid/bleu", bleu.score, step)
+    writer.add_scalar("valid/chrf", chrf.score, step)
+    writer.add_text("valid/signature", f"{bleu.signature}  \n{chrf.signature}", step)
+    if result.alignment is not None:
+        log_alignment_scores(writer, result.alignment, step)
