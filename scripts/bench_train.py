@@ -52,8 +52,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from seq2seq.config import register_configs
-from seq2seq.data.batching import Batch, TokenBatchSampler, collate
+from seq2seq.data.batching import Batch, collate
 from seq2seq.data.pipeline import prepare_data
+from seq2seq.data.sampler import MemoryShard, TokenBatchSampler
 from seq2seq.models.build import build_model
 from seq2seq.special_tokens import EOS_ID, PAD_ID
 from seq2seq.training.loss import label_smoothed_loss
@@ -90,14 +91,10 @@ def real_batches(cfg: DictConfig, count: int, seed: int) -> tuple[list[Batch], i
     data = prepare_data(cfg.data, log)
     train = data.train
     sampler = TokenBatchSampler(
-        [len(s) for s in train.src_ids],
-        [len(t) for t in train.tgt_ids],
-        batch_tokens=cfg.data.batch_tokens,
-        shuffle=True,
-        seed=seed,
+        train.shards, batch_tokens=cfg.data.batch_tokens, shuffle=True, seed=seed
     )
     order = list(sampler)[:count]
-    batches = [collate([(i, train.src_ids[i], train.tgt_ids[i]) for i in b]) for b in order]
+    batches = [collate([train[i] for i in b]) for b in order]
     return batches, data.tokenizer.src_vocab_size, data.tokenizer.tgt_vocab_size
 
 
@@ -115,9 +112,9 @@ def generated_batches(cfg: DictConfig, count: int, vocab: int, seed: int) -> lis
                 [rng.randrange(EOS_ID + 1, vocab) for _ in range(tgt_len)],
             )
         )
+    lengths = MemoryShard.of([len(s) for _, s, _ in pairs], [len(t) for _, _, t in pairs])
     sampler = TokenBatchSampler(
-        [len(s) for _, s, _ in pairs],
-        [len(t) for _, _, t in pairs],
+        [lengths],
         batch_tokens=cfg.data.batch_tokens,
         shuffle=True,
         seed=seed,

@@ -21,7 +21,8 @@ class TokenizerConfig:
     model_type: str = "unigram"  # unigram | bpe
     vocab_size: int = 8000
     character_coverage: float = 1.0
-    input_sentence_size: int = 2_000_000  # sentences sampled by SentencePiece when training
+    # SentencePiece trains on a seeded uniform sample of this many training pairs (0: all)
+    input_sentence_size: int = 1_000_000
 
 
 @dataclass
@@ -35,14 +36,15 @@ class DataConfig:
     train_split: str = "train"
     valid_split: str = "val"
     test_splits: list[str] = field(default_factory=lambda: ["test_2016_flickr"])
-    # data=files: the user's own parallel files (plain or .gz), or one TSV per split
-    train_src: str | None = None
-    train_tgt: str | None = None
+    # data=files: the user's own parallel files (plain or .gz), or one TSV per split;
+    # the training split may be a list of files, read one after the other
+    train_src: Any = None  # a path or a list of paths
+    train_tgt: Any = None
     valid_src: str | None = None
     valid_tgt: str | None = None
     test_src: str | None = None
     test_tgt: str | None = None
-    train_tsv: str | None = None
+    train_tsv: Any = None
     valid_tsv: str | None = None
     test_tsv: str | None = None
     # data=tatoeba: deterministic split by a seeded hash of the English side
@@ -55,7 +57,8 @@ class DataConfig:
     max_length_ratio: float = 3.0  # longer side / shorter side, in subwords
     max_train_examples: int | None = None  # keep only the first N pairs (quick experiments)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    cache_dir: str = "data/cache"
+    cache_dir: str = "data/cache"  # tokenizers and prepared (sharded, memory-mapped) data
+    shard_size: int = 1_000_000  # training pairs per prepared shard
     # batching
     batch_tokens: int = 4096  # padded (src + tgt) tokens per batch, an upper bound
     num_workers: int = 0
@@ -180,6 +183,13 @@ class TrainAppConfig:
 
 
 @dataclass
+class PrepareAppConfig:
+    """seq2seq-prepare: the same data section as seq2seq-train."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
 class EvalDataConfig:
     """What to score: named splits of the checkpoint's dataset, or the user's own files."""
 
@@ -270,6 +280,7 @@ def register_configs() -> None:
     cs.store(group="model", name="rnn_schema", node=RNNConfig)
     cs.store(group="model", name="transformer_schema", node=TransformerConfig)
     cs.store(group="optim", name="optim_schema", node=OptimConfig)
+    cs.store(name="prepare_schema", node=PrepareAppConfig)
     cs.store(name="evaluate_schema", node=EvaluateAppConfig)
     cs.store(name="translate_schema", node=TranslateAppConfig)
     cs.store(name="serve_schema", node=ServeAppConfig)

@@ -74,6 +74,16 @@ def optional(rule: Rule) -> Rule:
     return Rule(lambda v: v is None or rule.accepts(v), f"{rule.expects}, or null")
 
 
+PATHS = Rule(
+    lambda v: (
+        v is None
+        or isinstance(v, str)
+        or (isinstance(v, list) and bool(v) and all(isinstance(p, str) for p in v))
+    ),
+    "a file path or a non-empty list of file paths, or null",
+)
+
+
 def pair_in_unit_interval() -> Rule:
     """Two numbers in [0, 1) (Adam's betas)."""
     return Rule(
@@ -111,6 +121,10 @@ RULES: dict[type, dict[str, Rule]] = {
         "max_train_examples": optional(at_least(1)),
         "batch_tokens": at_least(1),
         "num_workers": at_least(0),
+        "shard_size": at_least(1),
+        "train_src": PATHS,
+        "train_tgt": PATHS,
+        "train_tsv": PATHS,
     },
     RNNConfig: {
         "cell": one_of("gru", "lstm"),

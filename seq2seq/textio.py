@@ -1,6 +1,6 @@
 """Text in and out without losing data: whole files, input lines, atomic output files.
 
-Whole files (corpora, gold alignments) are read at once by :func:`file_lines`. Input
+Files (corpora, gold alignments) are streamed line by line by :func:`stream_lines`. Input
 lines of translate/evaluate: any readable file (plain, ``.gz``, ``/dev/null``, a pipe such
 as ``<(cmd)``) or stdin. Both split on ``\\n`` only, so line i of the output always
 answers line i of the input. Output: a temporary file in the target directory renamed
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import io
 import os
 import sys
@@ -179,35 +180,65 @@ class InputLines:
         return self.handle.isatty()
 
 
-def file_lines(path: str | Path) -> list[str]:
-    """Lines of a plain or gzipped UTF-8 file with only the line terminator (LF or CRLF) removed.
+class _HashingReader(io.RawIOBase):
+    """A raw binary file that feeds every byte it reads to a SHA-256 digest."""
 
-    The one reader of whole text files (corpora, gold alignments): it splits on ``\\n`` only.
-    """
+    def __init__(self, raw: io.BufferedReader, digest: hashlib._Hash) -> None:
+        self._raw, self._digest = raw, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self._raw.readinto(buffer)
+        self._digest.update(memoryview(buffer)[:count])
+        return count
+
+
+def existing_file(path: str | Path) -> Path:
+    """``path`` (with ``~`` expanded), or a UserError when it is not a file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{path} does not exist (or is not a file); check the path.")
+    return path
+
+
+def stream_lines(path: str | Path, digests: dict[str, str] | None = None) -> Iterator[str]:
+    """Each line of ``path`` without its terminator (LF or CRLF), split on ``\\n`` only.
+
+    When the file is read to its end, its SHA-256 is stored in ``digests[str(path)]``.
+    """
+    path = existing_file(path)
+    digest = hashlib.sha256()
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                data = handle.read()
-        else:
-            data = path.read_bytes()
+        with open(path, "rb") as raw:
+            hashed = io.BufferedReader(_HashingReader(raw, digest), buffer_size=1 << 20)
+            handle = gzip.GzipFile(fileobj=hashed) if path.suffix == ".gz" else hashed
+            for number, data in enumerate(handle, start=1):
+                yield _decoded(data, path, number)
     except (OSError, EOFError, zlib.error) as err:
         raise UserError(f"{path} could not be read ({err}); replace it with a good copy.") from None
+    if digests is not None:
+        digests[str(path)] = digest.hexdigest()
+
+
+def _decoded(data: bytes, path: Path, number: int) -> str:
+    """One line as text; a byte-order mark is not part of the first sentence."""
     try:
-        text = data.decode("utf-8")
+        line = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
         raise UserError(
-            f"{path}, line {line}: not valid UTF-8 ({err.reason}); "
+            f"{path}, line {number}: not valid UTF-8 ({err.reason}); "
             f"convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8."
         ) from None
-    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first sentence
-    lines = text.split("\n")  # not splitlines(): it also splits on \x1c, \u2028 and others
-    if lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    if number == 1:
+        line = line.removeprefix("\ufeff")
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def file_lines(path: str | Path) -> list[str]:
+    """Every line of a plain or gzipped UTF-8 file (see :func:`stream_lines`)."""
+    return list(stream_lines(path))
 
 
 @contextmanager

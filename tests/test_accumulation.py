@@ -41,8 +41,7 @@ def make_trainer(corpus: Path, work: Path, family: str, extra: list[str]) -> Tra
 
 def union(trainer: Trainer, first: list[int], second: list[int]) -> Batch:
     """One batch holding the examples of two micro-batches."""
-    train = trainer.data.train
-    return collate([(i, train.src_ids[i], train.tgt_ids[i]) for i in first + second])
+    return collate([trainer.data.train[i] for i in first + second])
 
 
 @pytest.mark.parametrize("family", ["transformer", "rnn"])
@@ -66,7 +65,7 @@ def test_two_half_batches_equal_one_full_batch(
     full.run()
 
     assert accumulated.state.step == full.state.step == STEPS
-    assert accumulated.state.batch_in_epoch == 2 * STEPS
+    assert accumulated.state.batch_in_shard == 2 * STEPS
     moved = max((p - initial[n]).abs().max().item() for n, p in full.model.named_parameters())
     assert moved > 1e-3
     expected = dict(full.model.named_parameters())

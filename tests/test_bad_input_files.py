@@ -122,10 +122,13 @@ def test_a_damaged_cached_sentencepiece_model_is_rebuilt(
     cfg = compose_config("train", small_overrides(small_corpus, tmp_path)).data
     first = prepare_data(cfg, logging.getLogger())
     [cached] = list((tmp_path / "cache" / "tokenizers").glob("*/sentencepiece.model"))
+    [copy] = list((tmp_path / "cache" / "prepared").glob("*/tokenizer/sentencepiece.model"))
     good = cached.read_bytes()
-    cached.write_bytes(good[: len(good) // 2])  # cut short, as by a full disk or a kill
+    for model in (cached, copy):  # cut short, as by a full disk or a kill
+        model.write_bytes(good[: len(good) // 2])
     with caplog.at_level(logging.WARNING):
         again = prepare_data(cfg, logging.getLogger())
+    assert f"prepared data damaged: {copy} has {len(good) // 2} bytes" in caplog.text
     assert "is damaged" in caplog.text and "rebuilding it" in caplog.text
     assert again.tokenizer.to_state() == first.tokenizer.to_state()
     assert cached.read_bytes() == good

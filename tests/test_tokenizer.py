@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seq2seq.config import DataConfig, TokenizerConfig
-from seq2seq.data import pipeline
+from seq2seq.data import prepared
 from seq2seq.data import tokenizer as tokenizer_module
 from seq2seq.data.corpora import ParallelCorpus
 from seq2seq.data.pipeline import EncodedCorpus, filter_lengths, prepare_data
@@ -167,16 +167,19 @@ def test_prepare_data_filters_encodes_and_caches(
         data = prepare_data(cfg, log)
     assert "250 pairs read, removed 1 with an empty side, 1 over data.max_chars=200" in caplog.text
     assert "1 over data.max_length_ratio=3" in caplog.text
-    assert len(data.train) == 247 and src[3] not in data.train.raw.src
-    assert data.train.raw.src[:2] == [src[0], src[4]]
-    assert data.train.src_ids == data.tokenizer.encode_src(data.train.raw.src)
-    assert data.train.tgt_ids == data.tokenizer.encode_tgt(data.train.raw.tgt)
+    kept = [i for i in range(250) if i not in (1, 2, 3)]
+    assert len(data.train) == 247
+    expected_src = data.tokenizer.encode_src([src[i] for i in kept])
+    expected_tgt = data.tokenizer.encode_tgt([tgt[i] for i in kept])
+    assert [data.train[i][1].tolist() for i in range(247)] == expected_src
+    assert [data.train[i][2].tolist() for i in range(247)] == expected_tgt
     assert data.valid.raw.src == [long_valid, "the dog"] and len(data.valid.src_ids[0]) > 60
 
-    def no_encoding(*args: object) -> None:
-        raise AssertionError("encoded ids should come from the cache")
+    def no_preparation(*args: object) -> None:
+        raise AssertionError("the prepared shards should be reused")
 
     forbid_training(monkeypatch)
-    monkeypatch.setattr(pipeline, "encode_corpus", no_encoding)
+    monkeypatch.setattr(prepared, "build_prepared", no_preparation)
     again = prepare_data(cfg, log)
-    assert again.train == data.train and again.valid == data.valid
+    assert [again.train[i][1].tolist() for i in range(247)] == expected_src
+    assert again.valid == data.valid

@@ -8,13 +8,16 @@ names the file or the override to fix.
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from seq2seq.data import download
+from seq2seq.data.filters import TextFilter
 from seq2seq.errors import UserError
-from seq2seq.textio import file_lines
+from seq2seq.textio import stream_lines
 
 MULTI30K_LANGUAGES = ("en", "de", "fr")
 MULTI30K_SPLITS = (
@@ -32,6 +35,7 @@ SPLIT_ALIASES = {"val": "valid"}  # tatoeba and files call the validation split 
 # French typography puts no-break spaces before ! ? : ; which tokenise differently from
 # plain spaces and make the same sentence look different to BLEU.
 NO_BREAK_SPACES = str.maketrans({"\u00a0": " ", "\u202f": " "})
+PathList = str | Path | Sequence[str]  # a file, or several read one after the other
 
 
 @dataclass
@@ -47,30 +51,75 @@ class ParallelCorpus:
 
 def read_lines(path: str | Path) -> list[str]:
     """One sentence per line, surrounding whitespace stripped; plain or .gz, strict UTF-8."""
-    return [line.strip() for line in file_lines(path)]
+    return [line.strip() for line in stream_lines(path)]
 
 
-def read_parallel(src_path: str | Path, tgt_path: str | Path) -> ParallelCorpus:
-    """Two line-aligned files; their line counts must agree."""
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
-    if len(src) != len(tgt):
-        raise UserError(
-            f"Parallel files are not aligned: {src_path} has {len(src)} lines but {tgt_path} "
-            f"has {len(tgt)}; every source line needs exactly one target line."
-        )
-    return ParallelCorpus(src, tgt)
+def read_parallel(src_path: PathList, tgt_path: PathList) -> ParallelCorpus:
+    """Line-aligned source and target files (or lists of files); their line counts must agree."""
+    return _collect(stream_parallel(_paths(src_path), _paths(tgt_path)))
 
 
-def read_tsv(path: str | Path) -> ParallelCorpus:
+def read_tsv(path: PathList) -> ParallelCorpus:
     """Source and target from the first two tab-separated columns of each line."""
-    src, tgt = [], []
-    for number, line in enumerate(file_lines(path), start=1):
-        columns = line.split("\t")
-        if len(columns) < 2:
-            raise UserError(f"{path}, line {number}: no tab; each line must be source<TAB>target.")
-        src.append(columns[0].strip())
-        tgt.append(columns[1].strip())
-    return ParallelCorpus(src, tgt)
+    return _collect(stream_tsv(_paths(path)))
+
+
+def _collect(pairs: Iterator[tuple[str, str]]) -> ParallelCorpus:
+    corpus = ParallelCorpus([], [])
+    for src, tgt in pairs:
+        corpus.src.append(src)
+        corpus.tgt.append(tgt)
+    return corpus
+
+
+def _paths(value: PathList) -> list[Path]:
+    """A setting naming one file or a list of files, as paths."""
+    if isinstance(value, (str, Path)):
+        return [Path(value).expanduser()]
+    return [Path(item).expanduser() for item in value]
+
+
+def _names(paths: list[Path]) -> str:
+    return ", ".join(str(path) for path in paths)
+
+
+def stream_files(paths: Sequence[Path], digests: dict[str, str] | None = None) -> Iterator[str]:
+    """The lines of several files, concatenated in order."""
+    for path in paths:
+        yield from stream_lines(path, digests)
+
+
+def stream_parallel(
+    src_paths: list[Path], tgt_paths: list[Path], digests: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """Stripped (source, target) lines of line-aligned files; a count mismatch is an error."""
+    src_lines, tgt_lines = stream_files(src_paths, digests), stream_files(tgt_paths, digests)
+    count = 0
+    for src, tgt in itertools.zip_longest(src_lines, tgt_lines):
+        if src is None or tgt is None:
+            src_count = count + (src is not None) + sum(1 for _ in src_lines)
+            tgt_count = count + (tgt is not None) + sum(1 for _ in tgt_lines)
+            raise UserError(
+                f"Parallel files are not aligned: {_names(src_paths)} has {src_count} lines but "
+                f"{_names(tgt_paths)} has {tgt_count}; every source line needs exactly one "
+                f"target line."
+            )
+        count += 1
+        yield src.strip(), tgt.strip()
+
+
+def stream_tsv(
+    paths: list[Path], digests: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """Stripped (source, target) from the first two tab-separated columns of each line."""
+    for path in paths:
+        for number, line in enumerate(stream_lines(path, digests), start=1):
+            columns = line.split("\t")
+            if len(columns) < 2:
+                raise UserError(
+                    f"{path}, line {number}: no tab; each line must be source<TAB>target."
+                )
+            yield columns[0].strip(), columns[1].strip()
 
 
 def has_files(data: Any, split: str) -> bool:
@@ -79,15 +128,46 @@ def has_files(data: Any, split: str) -> bool:
     return any(getattr(data, f"{prefix}_{kind}", None) for kind in ("src", "tgt", "tsv"))
 
 
+@dataclass(frozen=True)
+class SplitFiles:
+    """The files of one split, read in order: line-aligned source and target files, or TSV."""
+
+    src: tuple[Path, ...] = ()
+    tgt: tuple[Path, ...] = ()
+    tsv: tuple[Path, ...] = ()
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file of the split."""
+        return [*self.src, *self.tgt, *self.tsv]
+
+
 def load_split(cfg: Any, split: str) -> ParallelCorpus:
     """The ``split`` of the dataset ``cfg.name`` (a DataConfig), source/target per cfg.src/tgt."""
-    loaders = {"multi30k": _load_multi30k, "tatoeba": _load_tatoeba, "files": _load_files}
+    return _collect(stream_split(cfg, split, split_files(cfg, split)))
+
+
+def split_files(cfg: Any, split: str) -> SplitFiles:
+    """The files holding ``split`` (downloaded first if the dataset needs it)."""
+    loaders = {"multi30k": _multi30k_files, "tatoeba": _tatoeba_files, "files": _user_files}
     if cfg.name not in loaders:
         raise UserError(f"data.name={cfg.name!r} is unknown; use one of {', '.join(loaders)}.")
     return loaders[cfg.name](cfg, split)
 
 
-def _load_multi30k(cfg: Any, split: str) -> ParallelCorpus:
+def stream_split(
+    cfg: Any, split: str, files: SplitFiles, digests: dict[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """The (source, target) pairs of ``split``, read from ``files`` one at a time."""
+    if not files.tsv:
+        return stream_parallel(list(files.src), list(files.tgt), digests)
+    pairs = stream_tsv(list(files.tsv), digests)
+    if cfg.name != "tatoeba":
+        return pairs
+    return _tatoeba_pairs(cfg, SPLIT_ALIASES.get(split, split), pairs)
+
+
+def _multi30k_files(cfg: Any, split: str) -> SplitFiles:
     if cfg.src not in MULTI30K_LANGUAGES or cfg.tgt not in MULTI30K_LANGUAGES or cfg.src == cfg.tgt:
         raise UserError(
             f"Multi30k has no pair data.src={cfg.src} data.tgt={cfg.tgt}; pick two different "
@@ -98,10 +178,10 @@ def _load_multi30k(cfg: Any, split: str) -> ParallelCorpus:
             f"Multi30k has no split {split!r}; known splits: {', '.join(MULTI30K_SPLITS)}."
         )
     paths = download.ensure_multi30k(Path(cfg.root).expanduser(), split, [cfg.src, cfg.tgt])
-    return read_parallel(paths[cfg.src], paths[cfg.tgt])
+    return SplitFiles(src=(paths[cfg.src],), tgt=(paths[cfg.tgt],))
 
 
-def _load_tatoeba(cfg: Any, split: str) -> ParallelCorpus:
+def _tatoeba_files(cfg: Any, split: str) -> SplitFiles:
     if {cfg.src, cfg.tgt} != set(TATOEBA_LANGUAGES):
         raise UserError(
             f"Tatoeba eng-fra has no pair data.src={cfg.src} data.tgt={cfg.tgt}; "
@@ -116,17 +196,19 @@ def _load_tatoeba(cfg: Any, split: str) -> ParallelCorpus:
             f"data.valid_fraction={cfg.valid_fraction} and data.test_fraction="
             f"{cfg.test_fraction} must be non-negative and sum to less than 1."
         )
-    pairs = read_tsv(download.ensure_tatoeba(Path(cfg.root).expanduser()))
-    english = [line.translate(NO_BREAK_SPACES) for line in pairs.src]
-    french = [line.translate(NO_BREAK_SPACES) for line in pairs.tgt]
-    keep = [
-        i
-        for i, sentence in enumerate(english)
-        if tatoeba_split_of(sentence, cfg.split_seed, cfg.valid_fraction, cfg.test_fraction)
-        == split
-    ]
-    en, fr = [english[i] for i in keep], [french[i] for i in keep]
-    return ParallelCorpus(en, fr) if cfg.src == "en" else ParallelCorpus(fr, en)
+    return SplitFiles(tsv=(download.ensure_tatoeba(Path(cfg.root).expanduser()),))
+
+
+def _tatoeba_pairs(
+    cfg: Any, split: str, pairs: Iterator[tuple[str, str]]
+) -> Iterator[tuple[str, str]]:
+    """The pairs of ``split`` (the file holds English<TAB>French), in data.src/tgt order."""
+    fractions = cfg.valid_fraction, cfg.test_fraction
+    for en, fr in pairs:
+        english, french = en.translate(NO_BREAK_SPACES), fr.translate(NO_BREAK_SPACES)
+        if tatoeba_split_of(english, cfg.split_seed, *fractions) != split:
+            continue
+        yield (english, french) if cfg.src == "en" else (french, english)
 
 
 def tatoeba_split_of(english: str, seed: int, valid_fraction: float, test_fraction: float) -> str:
@@ -145,7 +227,7 @@ def tatoeba_split_of(english: str, seed: int, valid_fraction: float, test_fracti
     return "train"
 
 
-def _load_files(cfg: Any, split: str) -> ParallelCorpus:
+def _user_files(cfg: Any, split: str) -> SplitFiles:
     prefix = SPLIT_ALIASES.get(split, split)
     if prefix not in FILES_SPLITS:
         raise UserError(
@@ -158,9 +240,9 @@ def _load_files(cfg: Any, split: str) -> ParallelCorpus:
             f"Both data.{prefix}_tsv and data.{prefix}_src/_tgt are set; keep one of them."
         )
     if tsv:
-        return read_tsv(tsv)
+        return SplitFiles(tsv=tuple(_paths(tsv)))
     if src and tgt:
-        return read_parallel(src, tgt)
+        return SplitFiles(src=tuple(_paths(src)), tgt=tuple(_paths(tgt)))
     if src or tgt:
         missing = f"data.{prefix}_tgt" if src else f"data.{prefix}_src"
         raise UserError(f"The {prefix} split has only one side; set {missing}=... as well.")
@@ -177,22 +259,7 @@ def filter_pairs(
 
     Returns the kept pairs and how many were removed for each reason.
     """
-    if len(corpus) == 0:
-        raise UserError(f"The {name} is empty; check its files (data.*_src/_tgt or data.root).")
-    counts = {"empty": 0, "max_chars": 0}
-    src, tgt = [], []
-    for s, t in zip(corpus.src, corpus.tgt, strict=True):
-        if not s or not t:
-            counts["empty"] += 1
-        elif max_chars is not None and max(len(s), len(t)) > max_chars:
-            counts["max_chars"] += 1
-        else:
-            src.append(s)
-            tgt.append(t)
-    if not src:
-        raise UserError(
-            f"Filtering removed every pair of the {name} ({counts['empty']} with an empty side, "
-            f"{counts['max_chars']} over data.max_chars={max_chars}); raise data.max_chars or "
-            f"check that the files hold text."
-        )
-    return ParallelCorpus(src, tgt), counts
+    rules = TextFilter(max_chars, name)
+    kept = _collect(pair for pair in zip(corpus.src, corpus.tgt, strict=True) if rules.keep(*pair))
+    rules.check()
+    return kept, rules.counts

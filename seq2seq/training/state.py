@@ -15,7 +15,8 @@ class TrainState:
 
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    shard_in_epoch: int = 0  # position in the epoch's shard order
+    batch_in_shard: int = 0  # batches of that shard already consumed (by this rank)
     best_bleu: float = -1.0
     best_step: int = -1  # the step of best.pt
     bad_validations: int = 0  # validations since BLEU last improved

@@ -93,8 +93,7 @@ class Trainer:
         self.compiled = cfg.train.compile  # cleared if compilation fails, at any step
         self.network = self._network()
         self.sampler, self.loader = token_batches(  # this rank's share of the batches
-            self.data.train.src_ids,
-            self.data.train.tgt_ids,
+            self.data.train,
             cfg.data.batch_tokens,
             shuffle=True,
             seed=cfg.train.seed,
@@ -121,7 +120,7 @@ class Trainer:
         """The prepared corpora and test sets; rank 0 first, so the others read its caches."""
         if not self.ctx.is_main:
             self.ctx.barrier()
-        data = prepare_data(self.cfg.data, log)
+        data = prepare_data(self.cfg.data, log, check_hashes=self.ctx.is_main)
         test_sets = load_test_sets(self.cfg)  # a bad split fails now, not after training
         if self.ctx.is_main:
             self.ctx.barrier()
@@ -143,13 +142,15 @@ class Trainer:
                 if state.epoch >= cfg.max_epochs:
                     stop_reason = f"reached train.max_epochs={cfg.max_epochs}"
                     break
-                self.sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
+                self.sampler.set_epoch(state.epoch, state.shard_in_epoch, state.batch_in_shard)
                 # A new loader iterator draws a seed from the global RNG; a resumed run makes
                 # one mid-epoch, so fork the RNG to keep dropout identical to an unbroken run.
                 with torch.random.fork_rng(devices=[]):
                     batches = iter(self.loader)
                 for micro in accumulation_groups(batches, cfg.accum_steps):
-                    state.batch_in_epoch += len(micro)
+                    state.shard_in_epoch, state.batch_in_shard = self.sampler.advance(
+                        state.shard_in_epoch, state.batch_in_shard, len(micro)
+                    )
                     self._update(micro, window)
                     if state.step % cfg.log_every == 0:
                         lr = self.optimizer.param_groups[0]["lr"]
@@ -162,7 +163,7 @@ class Trainer:
                         break
                 else:
                     state.epoch += 1
-                    state.batch_in_epoch = 0
+                    state.shard_in_epoch = state.batch_in_shard = 0
         progress.close()
         return self._finish(stop_reason, stop, result, (time.monotonic() - started) / 60)
 

@@ -13,7 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from seq2seq.alignment_eval import AlignmentScores, GoldSet, evaluate_alignment, gold_from_config
 from seq2seq.config import DecodeConfig, ValidConfig
-from seq2seq.data.batching import Batch, token_batches
+from seq2seq.data.batching import Batch, ParallelDataset, token_batches
 from seq2seq.data.pipeline import EncodedCorpus, PreparedData
 from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import Score, corpus_scores
@@ -147,7 +147,7 @@ def fitting(corpus: EncodedCorpus, max_positions: int | None) -> EncodedCorpus:
 
 def fixed_batches(corpus: EncodedCorpus, batch_tokens: int) -> list[Batch]:
     """Validation batches in a fixed order, built once."""
-    _, loader = token_batches(corpus.src_ids, corpus.tgt_ids, batch_tokens, shuffle=False)
+    _, loader = token_batches(ParallelDataset(corpus.src_ids, corpus.tgt_ids), batch_tokens, False)
     return list(loader)
 
 
