@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from seq2seq.errors import UserError
 from seq2seq.training import checkpoint as ckpt_module
 from seq2seq.training.averaging import average_checkpoints
 from seq2seq.training.checkpoint import CheckpointKeeper, load_checkpoint, save_checkpoint
+from seq2seq.training.state import TrainState
 
 
 def state(value: float) -> dict:
@@ -110,3 +112,12 @@ def test_checkpoints_are_not_private_and_stale_temporaries_are_cleaned(tmp_path:
     (tmp_path / ".step_00000007.pt.abc.tmp").write_bytes(b"half a checkpoint")
     CheckpointKeeper(tmp_path, keep_last=2)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_training_state_of_another_version_is_refused_in_one_line() -> None:
+    state = TrainState(step=7, epoch=1, shard_in_epoch=2, batch_in_shard=3)
+    assert TrainState.restored(asdict(state)) == state
+    before_shards = {k: v for k, v in asdict(state).items() if "shard" not in k}
+    before_shards["batch_in_epoch"] = 5  # what checkpoints recorded before sharded data
+    with pytest.raises(UserError, match="another version of seq2seq .*batch_in_epoch"):
+        TrainState.restored(before_shards)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
+
+from seq2seq.errors import UserError
 
 
 @dataclass
@@ -21,6 +23,19 @@ class TrainState:
     best_step: int = -1  # the step of best.pt
     bad_validations: int = 0  # validations since BLEU last improved
     last_valid_step: int = -1
+
+    @classmethod
+    def restored(cls, saved: dict[str, Any]) -> TrainState:
+        """The state a checkpoint recorded; refused in one line if another version wrote it."""
+        names = {f.name for f in fields(cls)}
+        if set(saved) != names:
+            raise UserError(
+                "train.resume: the checkpoint's training state was written by another "
+                f"version of seq2seq (it records {', '.join(sorted(set(saved) - names)) or 'less'}"
+                "); its place in the epoch cannot be restored: start a new run (its weights "
+                "still translate and evaluate)."
+            )
+        return cls(**saved)
 
 
 def seed_everything(seed: int) -> None:

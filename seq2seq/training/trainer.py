@@ -346,4 +346,4 @@ class Trainer:
         restore_model(self.model, self.model_config, self.data.tokenizer.to_state(), ckpt)
         restore_optimization(self.optimizer, self.scheduler, ckpt, self.cfg.optim)
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(**ckpt["train_state"])
+        self.state = TrainState.restored(ckpt["train_state"])
