@@ -42,8 +42,8 @@ from seq2seq.export.engine import CTranslate2Translator
 from seq2seq.inference import (
     Translator,
     clip_sources,
+    decode_chunked,
     decode_corpus,
-    length_sorted_chunks,
     pad_batch,
 )
 from seq2seq.models.transformer import TransformerMemory, TransformerSeq2Seq
@@ -99,15 +99,13 @@ def decode_corpus_without_cache(
     model: TransformerSeq2Seq, sources: list[list[int]], device: torch.device, opts: DecodeConfig
 ) -> list[list[Hypothesis]]:
     """:func:`seq2seq.inference.decode_corpus` for greedy search, in the same batches, no cache."""
-    results = [[Hypothesis(tokens=[], score=0.0, attention=None)] for _ in sources]
-    nonempty = [i for i, s in enumerate(sources) if s]
-    for sub_chunk in length_sorted_chunks([len(sources[i]) for i in nonempty], opts.batch_size):
-        chunk = [nonempty[i] for i in sub_chunk]
-        src, src_mask = pad_batch([sources[i] for i in chunk], device)
+
+    def decode_batch(batch: list[list[int]]) -> list[list[Hypothesis]]:
+        src, src_mask = pad_batch(batch, device)
         hyps = greedy_without_cache(model, src, src_mask, opts.max_len_a, opts.max_len_b)
-        for index, hyp in zip(chunk, hyps, strict=True):
-            results[index] = [hyp]
-    return results
+        return [[hyp] for hyp in hyps]
+
+    return decode_chunked(sources, opts.batch_size, decode_batch)
 
 
 @dataclass

@@ -57,8 +57,8 @@ def max_lengths(
     ]
 
 
-def _length_penalty(num_tokens: int, alpha: float) -> float:
-    """GNMT length penalty ((5 + |Y|) / 6) ** alpha."""
+def gnmt_penalty(num_tokens: int, alpha: float) -> float:
+    """GNMT length penalty ((5 + |Y|) / 6) ** alpha, by which beam scores are divided."""
     return ((5.0 + num_tokens) / 6.0) ** alpha
 
 
@@ -204,7 +204,7 @@ def beam_search(
     limits = max_lengths(src_mask, max_len_a, max_len_b, model.max_positions)
     # The longest any hypothesis of a sentence can get (its tokens plus EOS) fixes the best
     # length penalty still reachable, used by the stopping rule (_still_open).
-    limit_penalty = [_length_penalty(n + 1, length_penalty) for n in limits]
+    limit_penalty = [gnmt_penalty(n + 1, length_penalty) for n in limits]
     host_mask = src_mask.cpu()
     beams = _start(model, src, src_mask, beam_size, limits)
     finished: list[list[_Finished]] = [[] for _ in beams.active]
@@ -299,7 +299,7 @@ def _retire_finished(
         if ended_attention is not None:
             weights = _real_source(ended_attention[i], host_mask[sentence])
         hyp = Hypothesis(ended_tokens[i], ended_scores[i], weights)
-        normalised = ended_scores[i] / _length_penalty(t + 1, alpha)
+        normalised = ended_scores[i] / gnmt_penalty(t + 1, alpha)
         finished[sentence].append(_Finished(normalised, hyp))
 
 
@@ -325,7 +325,7 @@ def _still_open(
     best_live = live.max(dim=1).values.tolist()  # (n,)
     keep = []
     for position, sentence in enumerate(active):
-        bound = best_live[position] / max(_length_penalty(t + 2, alpha), limit_penalty[sentence])
+        bound = best_live[position] / max(gnmt_penalty(t + 2, alpha), limit_penalty[sentence])
         done_list = finished[sentence]
         if bound == -math.inf:
             continue

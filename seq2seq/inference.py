@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -135,13 +135,27 @@ def decode_corpus(
     label attention with the source tokens should clip first, so the labels match.
     """
     sources = clip_sources(model, sources)
-    # An empty source has nothing to attend to: it translates to an empty line.
+
+    def decode_batch(batch: list[list[int]]) -> list[list[Hypothesis]]:
+        src, src_mask = pad_batch(batch, device)
+        return search(model, src, src_mask, opts, need_weights)
+
+    return decode_chunked(sources, opts.batch_size, decode_batch)
+
+
+def decode_chunked(
+    sources: list[list[int]],
+    batch_size: int,
+    decode_batch: Callable[[list[list[int]]], list[list[Hypothesis]]],
+) -> list[list[Hypothesis]]:
+    """``decode_batch`` over length-sorted chunks of ``sources``, results in input order.
+
+    An empty source has nothing to attend to: it translates to an empty line.
+    """
     results = [[Hypothesis(tokens=[], score=0.0, attention=None)] for _ in sources]
     nonempty = [i for i, s in enumerate(sources) if s]
-    for sub_chunk in length_sorted_chunks([len(sources[i]) for i in nonempty], opts.batch_size):
+    for sub_chunk in length_sorted_chunks([len(sources[i]) for i in nonempty], batch_size):
         chunk = [nonempty[i] for i in sub_chunk]
-        src, src_mask = pad_batch([sources[i] for i in chunk], device)
-        nbests = search(model, src, src_mask, opts, need_weights)
-        for index, hyps in zip(chunk, nbests, strict=True):
+        for index, hyps in zip(chunk, decode_batch([sources[i] for i in chunk]), strict=True):
             results[index] = hyps
     return results

@@ -28,10 +28,10 @@ import torch
 
 from seq2seq.config import DecodeConfig
 from seq2seq.data.tokenizer import Tokenizer
-from seq2seq.decoding import Hypothesis, max_lengths
+from seq2seq.decoding import Hypothesis, gnmt_penalty, max_lengths
 from seq2seq.errors import UserError
 from seq2seq.export.directory import read_manifest, require_ctranslate2
-from seq2seq.inference import clip_sources, length_sorted_chunks, pad_batch
+from seq2seq.inference import clip_sources, decode_chunked, pad_batch
 from seq2seq.special_tokens import BOS_ID, PAD_ID
 
 ENGINE = "ctranslate2"
@@ -44,11 +44,6 @@ def ctranslate2_device(setting: str, cuda_devices: int) -> str:
     if setting == "cuda" and cuda_devices == 0:
         raise UserError("device=cuda, but CTranslate2 sees no CUDA device; use device=cpu.")
     return setting
-
-
-def gnmt_penalty(num_tokens: int, alpha: float) -> float:
-    """((5 + |Y|) / 6) ** alpha, the native beam search's length penalty."""
-    return ((5.0 + num_tokens) / 6.0) ** alpha
 
 
 class CTranslate2Translator:
@@ -88,16 +83,9 @@ class CTranslate2Translator:
                 "alignments (attention weights) are unavailable for the ctranslate2 engine; "
                 "give the native checkpoint (.pt) instead of the exported directory."
             )
-        sources = self.clip(sources)
-        results = [[Hypothesis(tokens=[], score=0.0, attention=None)] for _ in sources]
-        nonempty = [i for i, s in enumerate(sources) if s]
-        lengths = [len(sources[i]) for i in nonempty]
-        for sub_chunk in length_sorted_chunks(lengths, opts.batch_size):
-            chunk = [nonempty[i] for i in sub_chunk]
-            nbests = self._decode_batch([sources[i] for i in chunk], opts)
-            for index, hyps in zip(chunk, nbests, strict=True):
-                results[index] = hyps
-        return results
+        return decode_chunked(
+            self.clip(sources), opts.batch_size, lambda batch: self._decode_batch(batch, opts)
+        )
 
     def _decode_batch(self, sources: list[list[int]], opts: DecodeConfig) -> list[list[Hypothesis]]:
         """One ``translate_batch`` call; each sentence's hypotheses held to its own cap."""
