@@ -19,7 +19,10 @@ Two gold sets:
 
 Each checkpoint is read twice (``reading``): "predict", the attention of the step that
 predicts a target token (what training reports as ``valid/aer``), and "shift" (shift-att,
-Chen et al. 2020), the attention of the step that reads it as decoder input.
+Chen et al. 2020), the attention of the step that reads it as decoder input. A model
+whose sources end in the NULL position (``data.tokenizer.null_position``) is read both
+with attention to NULL leaving a word unaligned ("unaligned") and with NULL dropped and
+rows renormalised ("dropped"); older models have none.
 
 Prints one markdown table: a row per checkpoint, gold set, reading and layer; ``*`` marks
 the layer with the lowest AER.
@@ -32,6 +35,7 @@ the layer with the lowest AER.
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
 import tempfile
@@ -77,7 +81,7 @@ def hansards_gold(directory: Path) -> GoldSet:
 
 
 def table_rows(
-    name: str, checkpoint: str, translator: Translator, scores: AlignmentScores
+    name: str, checkpoint: str, translator: Translator, scores: AlignmentScores, null: str
 ) -> list[str]:
     """Markdown rows, one per layer, the best layer starred."""
     family = translator.checkpoint["model_config"]["family"]
@@ -85,7 +89,7 @@ def table_rows(
     for layer, s in enumerate(scores.layers):
         mark = "*" if layer == scores.layer and len(scores.layers) > 1 else ""
         rows.append(
-            f"| {name} | {checkpoint} | {family} | {scores.reading} | {layer}{mark} | "
+            f"| {name} | {checkpoint} | {family} | {scores.reading} | {null} | {layer}{mark} | "
             f"{s['aer']:.3f} | "
             f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
             f"{scores.sentences} ({scores.skipped}) |"
@@ -124,7 +128,9 @@ def main() -> None:
             jobs += [("Hansards trial", gold, ckpt) for ckpt in args.hansards]
         for name, gold, ckpt in jobs:
             translator = Translator.from_checkpoint(ckpt, device)
-            for reading in READINGS:
+            # a model with a NULL position is read both ways: NULL = unaligned, NULL dropped
+            nulls = (True, False) if translator.tokenizer.null_position else (False,)
+            for reading, use_null in itertools.product(READINGS, nulls):
                 start = time.perf_counter()
                 scores = evaluate_alignment(
                     translator.model,
@@ -133,16 +139,18 @@ def main() -> None:
                     device,
                     batch_size=args.batch_size,
                     reading=reading,
+                    use_null=use_null,
                 )
                 seconds = time.perf_counter() - start
                 took = f"{len(gold)} sentences in {seconds:.1f} s"
                 print(f"{name} / {ckpt} / {reading}: {took}", file=sys.stderr)
-                rows += table_rows(name, ckpt, translator, scores)
+                null = ("unaligned" if use_null else "dropped") if nulls[0] else "none"
+                rows += table_rows(name, ckpt, translator, scores, null)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"device {device}, threads {torch.get_num_threads()}\n"
     )
-    columns = ["gold set", "checkpoint", "family", "reading", "layer", "AER"]
+    columns = ["gold set", "checkpoint", "family", "reading", "NULL", "layer", "AER"]
     columns += ["precision", "recall", "F1"]
     print("| " + " | ".join([*columns, "scored (skipped)"]) + " |")
     print("|" + " --- |" * (len(columns) + 1))

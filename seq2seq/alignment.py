@@ -24,6 +24,7 @@ Gold = tuple[set[Link], set[Link]]  # (sure, possible) with sure <= possible
 
 WORD_START = "\u2581"  # SentencePiece's "▁" marks a piece that begins a word
 SPECIAL_PIECES = frozenset({"<pad>", "<s>", "</s>"})  # not words; <unk> stands for one
+NULL_PIECE = "</s>"  # a source's closing EOS: the NULL position (Tokenizer.null_position)
 
 _DASH_LINK = re.compile(r"(\d+)-(\d+)(?:-([SP]))?")  # i-j, i-j-S, i-j-P
 _POSSIBLE_LINK = re.compile(r"(\d+)[p?](\d+)")  # ipj, i?j
@@ -93,22 +94,69 @@ def strip_specials(
     return kept, [tgt_pieces[t] for t in keep_t], [src_pieces[s] for s in keep_s]
 
 
-def hard_alignment(matrix: Tensor | np.ndarray, threshold: float | None = None) -> set[Link]:
+def has_null(src_pieces: Sequence[str]) -> bool:
+    """Whether the source ends in the NULL position."""
+    return bool(src_pieces) and src_pieces[-1] == NULL_PIECE
+
+
+def null_word_scores(
+    attn: Tensor | np.ndarray, tgt_pieces: Sequence[str], src_pieces: Sequence[str]
+) -> np.ndarray:
+    """Word scores (T_words, S_words + 1) whose last column is the NULL position.
+
+    The source ends in :data:`NULL_PIECE`; its column is kept, not renormalised away: a
+    target word's NULL score is the sum of its pieces' attention to it, on the scale of
+    one source word, so :func:`hard_alignment` with ``null=True`` leaves a word whose
+    argmax is NULL unaligned.
+    """
+    weights = as_array(attn)  # (T_sub, S_sub)
+    check_labels(weights.shape, tgt_pieces, src_pieces)
+    if not has_null(src_pieces):
+        raise ValueError(f"the source pieces do not end in the NULL position {NULL_PIECE!r}")
+    null = [weights[a:b, -1].sum() for a, b in word_spans(tgt_pieces)]  # (T_words,)
+    words = subword_to_word(weights, tgt_pieces, src_pieces)  # (T_words, S_words)
+    return np.concatenate([words, np.asarray(null, dtype=words.dtype)[:, None]], axis=1)
+
+
+def hard_alignment(
+    matrix: Tensor | np.ndarray, threshold: float | None = None, null: bool = False
+) -> set[Link]:
     """Links ``(src i, tgt j)``: each target word's argmax, plus every weight >= ``threshold``.
 
     A target row that is all zero (no evidence, e.g. its mass was all on EOS) gets no link.
+    ``null``: the last column is the NULL position; a word whose argmax is there stays
+    unaligned, and no threshold links NULL.
     """
     weights = as_array(matrix)  # (T, S)
     links: set[Link] = set()
-    if weights.shape[1] == 0:
+    words = weights.shape[1] - 1 if null else weights.shape[1]
+    if words <= 0:
         return links
     for j, row in enumerate(weights):
-        if row.max() <= 0:
+        best = int(row.argmax())
+        if row.max() <= 0 or best >= words:
             continue
-        links.add((int(row.argmax()), j))
+        links.add((best, j))
         if threshold is not None:
-            links.update((int(i), j) for i in np.flatnonzero(row >= threshold))
+            links.update((int(i), j) for i in np.flatnonzero(row[:words] >= threshold))
     return links
+
+
+def word_links(
+    matrix: Tensor | np.ndarray,
+    tgt_pieces: Sequence[str],
+    src_pieces: Sequence[str],
+    use_null: bool = True,
+) -> set[Link]:
+    """Hard word links of one (T, S) subword attention matrix.
+
+    A source that ends in the NULL position (and ``use_null``): a word whose attention goes
+    mostly to NULL stays unaligned. Otherwise special tokens are dropped and each row
+    renormalised over the real source tokens before subwords merge into words.
+    """
+    if use_null and has_null(src_pieces):
+        return hard_alignment(null_word_scores(matrix, tgt_pieces, src_pieces), null=True)
+    return hard_alignment(subword_to_word(*strip_specials(matrix, tgt_pieces, src_pieces)))
 
 
 SYMMETRIZATIONS = ("intersection", "union", "grow-diag-final-and")

@@ -25,13 +25,13 @@ from seq2seq.alignment import (
     Link,
     aer,
     gold_lines,
-    hard_alignment,
     read_naacl,
     read_pharaoh,
     select_layer_heads,
     strip_specials,
     subword_to_word,
     to_pharaoh,
+    word_links,
     word_spans,
 )
 from seq2seq.config import EvaluateAppConfig, ValidConfig
@@ -157,18 +157,14 @@ def scorable(tokenizer: Tokenizer, src: str, tgt: str) -> bool:
 READINGS = ("predict", "shift")
 
 
-def word_scores(
-    cross: Tensor,
-    src_pieces: Sequence[str],
-    tgt_pieces: Sequence[str],
-    layer: int,
-    reading: str = "predict",
-) -> np.ndarray:
-    """Word scores (T_words, S_words) of one layer (heads averaged) of (L, H, T, S) attention.
+def reading_matrix(
+    cross: Tensor, tgt_pieces: Sequence[str], layer: int, reading: str = "predict"
+) -> tuple[Tensor, list[str]]:
+    """One layer (heads averaged) of (L, H, T, S) attention as read for alignment, and its
+    row labels.
 
-    ``tgt_pieces`` label the rows, EOS included; special tokens are dropped and rows
-    renormalised before subwords merge into words. ``reading`` "predict": target piece t
-    is aligned by the step that predicts it (row t); "shift" (shift-att, Chen et al. 2020):
+    ``tgt_pieces`` label the rows, EOS included. ``reading`` "predict": target piece t is
+    aligned by the step that predicts it (row t); "shift" (shift-att, Chen et al. 2020):
     by the step that reads it as decoder input (row t + 1), where a Transformer's
     cross-attention tends to look at the source word just translated.
     """
@@ -176,8 +172,33 @@ def word_scores(
         cross, tgt_pieces = cross[:, :, 1:], tgt_pieces[:-1]  # drop the BOS row and EOS label
     elif reading != "predict":
         raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {reading!r}")
-    matrix = select_layer_heads(cross, layer)  # (T, S)
+    return select_layer_heads(cross, layer), list(tgt_pieces)  # (T, S)
+
+
+def word_scores(
+    cross: Tensor,
+    src_pieces: Sequence[str],
+    tgt_pieces: Sequence[str],
+    layer: int,
+    reading: str = "predict",
+) -> np.ndarray:
+    """Word scores (T_words, S_words) of :func:`reading_matrix`: special tokens (NULL too)
+    dropped and rows renormalised before subwords merge into words."""
+    matrix, tgt_pieces = reading_matrix(cross, tgt_pieces, layer, reading)
     return subword_to_word(*strip_specials(matrix, tgt_pieces, src_pieces))
+
+
+def word_alignment(
+    cross: Tensor,
+    src_pieces: Sequence[str],
+    tgt_pieces: Sequence[str],
+    layer: int,
+    reading: str = "predict",
+    use_null: bool = True,
+) -> set[Link]:
+    """Hard word links of :func:`reading_matrix` (:func:`~seq2seq.alignment.word_links`)."""
+    matrix, tgt_pieces = reading_matrix(cross, tgt_pieces, layer, reading)
+    return word_links(matrix, tgt_pieces, src_pieces, use_null)
 
 
 @torch.no_grad()
@@ -216,11 +237,13 @@ def layer_links(
     device: torch.device,
     batch_size: int = 32,
     reading: str = "predict",
+    use_null: bool = True,
 ) -> list[list[set[Link]]]:
     """Hard word links ``[layer][pair]`` of each pair, its target force-decoded.
 
     The texts are space-tokenised words that their SentencePiece pieces split into
     (:func:`scorable`); a link ``(i, j)`` joins source word i and target word j.
+    ``use_null``: attention to a NULL position leaves a word unaligned (:func:`word_links`).
     """
     src_ids, tgt_ids = tokenizer.encode_src(src_texts), tokenizer.encode_tgt(tgt_texts)
     attentions = forced_attention(model, src_ids, tgt_ids, device, batch_size)
@@ -229,8 +252,8 @@ def layer_links(
     for src, tgt, cross in zip(src_ids, tgt_ids, attentions, strict=True):
         src_pieces, tgt_pieces = tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"]
         for index in range(n_layers):
-            words = word_scores(cross, src_pieces, tgt_pieces, index, reading)  # (T_w, S_w)
-            per_layer[index].append(hard_alignment(words))
+            links = word_alignment(cross, src_pieces, tgt_pieces, index, reading, use_null)
+            per_layer[index].append(links)
     return per_layer
 
 
@@ -242,14 +265,18 @@ def evaluate_alignment(
     layer: int | None = None,
     batch_size: int = 32,
     reading: str = "predict",
+    use_null: bool = True,
 ) -> AlignmentScores:
     """AER of every decoder layer on ``gold``; ``layer`` None picks the layer with the lowest.
 
-    ``reading``: which decoder step's attention aligns a target token (:func:`word_scores`).
+    ``reading``: which decoder step's attention aligns a target token (:func:`reading_matrix`);
+    ``use_null``: whether attention to a NULL position leaves a word unaligned.
     """
     keep = [k for k in range(len(gold)) if scorable(tokenizer, gold.src[k], gold.tgt[k])]
     src_texts, tgt_texts = [gold.src[k] for k in keep], [gold.tgt[k] for k in keep]
-    per_layer = layer_links(model, tokenizer, src_texts, tgt_texts, device, batch_size, reading)
+    per_layer = layer_links(
+        model, tokenizer, src_texts, tgt_texts, device, batch_size, reading, use_null
+    )
     n_layers = len(per_layer)
     sure, possible = [gold.sure[k] for k in keep], [gold.possible[k] for k in keep]
     layers = [aer(links, sure, possible) for links in per_layer]
@@ -278,6 +305,6 @@ def hypothesis_alignments(
             lines.append("")
             continue
         tgt_pieces = [*tokenizer.tgt_pieces(best.tokens), "</s>"]
-        words = word_scores(best.attention, tokenizer.src_pieces(src), tgt_pieces, layer)
-        lines.append(to_pharaoh(hard_alignment(words)))
+        links = word_alignment(best.attention, tokenizer.src_pieces(src), tgt_pieces, layer)
+        lines.append(to_pharaoh(links))
     return lines

@@ -23,6 +23,9 @@ class TokenizerConfig:
     character_coverage: float = 1.0
     # SentencePiece trains on a seeded uniform sample of this many training pairs (0: all)
     input_sentence_size: int = 1_000_000
+    # every source ends in EOS: the NULL position attention may pick for a target word
+    # with no source counterpart; alignments read attention to it as "unaligned"
+    null_position: bool = True
 
 
 @dataclass
@@ -47,6 +50,11 @@ class DataConfig:
     train_tsv: Any = None
     valid_tsv: str | None = None
     test_tsv: str | None = None
+    # any dataset: more line-aligned parallel files appended to the training split (a
+    # path or a list; list a file twice to count it twice), e.g. in-domain text or the
+    # parallel text of a gold alignment set, whose links training never sees
+    extra_train_src: Any = None
+    extra_train_tgt: Any = None
     # data=tatoeba: deterministic split by a seeded hash of the English side
     valid_fraction: float = 0.02
     test_fraction: float = 0.02

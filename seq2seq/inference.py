@@ -17,7 +17,7 @@ from seq2seq.decoding import Hypothesis, search
 from seq2seq.errors import UserError
 from seq2seq.models.base import position_limits
 from seq2seq.models.build import build_model
-from seq2seq.special_tokens import PAD_ID
+from seq2seq.special_tokens import EOS_ID, PAD_ID
 from seq2seq.training.checkpoint import load_checkpoint, resolve_checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,10 @@ def pad_batch(
 
 
 def clip_sources(model: PositionLimited, sources: list[list[int]]) -> list[list[int]]:
-    """``sources`` cut to the model's ``max_positions``, warning about each one cut."""
+    """``sources`` cut to the model's ``max_positions``, warning about each one cut.
+
+    A source's closing EOS (the NULL position) stays: the cut falls before it.
+    """
     limit, _ = position_limits(model.max_positions)
     if limit is None or all(len(s) <= limit for s in sources):
         return sources
@@ -110,7 +113,14 @@ def clip_sources(model: PositionLimited, sources: list[list[int]]) -> list[list[
             limit,
             limit,
         )
-    return [s[:limit] for s in sources]
+    return [s if len(s) <= limit else _cut(s, limit) for s in sources]
+
+
+def _cut(source: list[int], limit: int) -> list[int]:
+    """The first ``limit`` tokens of ``source``, keeping a final EOS as the last."""
+    if source[-1] == EOS_ID:
+        return [*source[: limit - 1], EOS_ID]
+    return source[:limit]
 
 
 def length_sorted_chunks(lengths: list[int], batch_size: int) -> Iterator[list[int]]:

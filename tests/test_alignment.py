@@ -283,3 +283,29 @@ def test_shift_reading_aligns_each_token_by_the_step_that_reads_it():
     assert hard_alignment(shift) == {(1, 0), (0, 1)}  # x <- row 1, y <- row 2
     with pytest.raises(ValueError, match="predict, shift"):
         word_scores(cross, src, tgt, layer=0, reading="later")
+
+
+def test_null_position_is_unaligned_and_never_linked() -> None:
+    from seq2seq.alignment import null_word_scores, word_links
+
+    src = ["▁a", "▁b", "</s>"]  # two words and the NULL position
+    tgt = ["▁x", "▁y", "▁z", "</s>"]
+    attn = np.array(
+        [
+            [0.7, 0.1, 0.2],  # x -> a
+            [0.1, 0.2, 0.7],  # y -> NULL: unaligned
+            [0.3, 0.4, 0.3],  # z -> b
+            [0.0, 0.0, 1.0],  # the EOS step (not a word)
+        ]
+    )
+    np.testing.assert_allclose(attn.sum(axis=1), 1.0)  # real positions + NULL sum to 1
+    scores = null_word_scores(attn, tgt, src)
+    assert scores.shape == (3, 3)
+    np.testing.assert_allclose(scores[:, -1], [0.2, 0.7, 0.3])
+    assert hard_alignment(scores, null=True) == {(0, 0), (1, 2)}
+    assert hard_alignment(scores, threshold=0.25, null=True) == {(0, 0), (1, 2), (0, 2)}
+    assert word_links(attn, tgt, src) == {(0, 0), (1, 2)}
+    # NULL dropped and rows renormalised: y then links to b
+    assert word_links(attn, tgt, src, use_null=False) == {(0, 0), (1, 1), (1, 2)}
+    with pytest.raises(ValueError, match="NULL"):
+        null_word_scores(attn[:, :2], tgt, src[:2])

@@ -47,7 +47,8 @@ def test_joint_tokenizer_round_trip_and_cache_reuse(
     ids = tok.encode_src(src[:20])
     assert all(ids) and [tok.decode_src(seq) for seq in ids] == src[:20]
     # Target and source share the model: French words encode identically on either side.
-    assert tok.encode_tgt(tgt[:5]) == tok.encode_src(tgt[:5])
+    # with the NULL position (the default) every source ends in EOS
+    assert [[*ids, EOS_ID] for ids in tok.encode_tgt(tgt[:5])] == tok.encode_src(tgt[:5])
     cached = list(tmp_path.iterdir())
     assert len(cached) == 1 and (cached[0] / "sentencepiece.model").is_file()
 
@@ -85,9 +86,13 @@ def test_separate_models_state_round_trip(
     assert restored.encode_src(src[:10]) == tok.encode_src(src[:10])
     assert restored.encode_tgt(tgt[:10]) == tok.encode_tgt(tgt[:10])
 
-    files = tok.save(tmp_path / "ckpt")
-    assert sorted(p.name for p in files) == ["src.model", "tgt.model"]
+    files = tok.save(tmp_path / "ckpt")  # the NULL position (on by default) as a marker file
+    assert sorted(p.name for p in files) == ["null_position", "src.model", "tgt.model"]
     assert Tokenizer.load(tmp_path / "ckpt").to_state() == tok.to_state()
+    assert restored.encode_src(["a"])[0][-1] == EOS_ID  # every non-empty source ends in EOS
+    tok.null_position = False
+    assert [p.name for p in tok.save(tmp_path / "plain")] == ["src.model", "tgt.model"]
+    assert not Tokenizer.load(tmp_path / "plain").null_position
 
 
 def test_malformed_state_is_a_user_error() -> None:
@@ -156,7 +161,7 @@ def test_prepare_data_filters_encodes_and_caches(
         name="files",
         cache_dir=str(tmp_path / "cache"),
         max_chars=200,
-        max_tokens=60,
+        max_tokens=64,  # the 4x source is 60 subwords + the NULL position
         max_length_ratio=3.0,
         max_train_examples=250,
         tokenizer=config(),
@@ -173,7 +178,7 @@ def test_prepare_data_filters_encodes_and_caches(
     expected_tgt = data.tokenizer.encode_tgt([tgt[i] for i in kept])
     assert [data.train[i][1].tolist() for i in range(247)] == expected_src
     assert [data.train[i][2].tolist() for i in range(247)] == expected_tgt
-    assert data.valid.raw.src == [long_valid, "the dog"] and len(data.valid.src_ids[0]) > 60
+    assert data.valid.raw.src == [long_valid, "the dog"] and len(data.valid.src_ids[0]) > 64
 
     def no_preparation(*args: object) -> None:
         raise AssertionError("the prepared shards should be reused")

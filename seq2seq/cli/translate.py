@@ -13,7 +13,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from seq2seq.alignment import hard_alignment, strip_specials, subword_to_word, to_pharaoh
+from seq2seq.alignment import to_pharaoh, word_links
 from seq2seq.cli.common import CONFIG_PATH, report_user_errors, run_command
 from seq2seq.config import TranslateAppConfig
 from seq2seq.config_checks import check_config, layer_problems, raise_problems
@@ -72,8 +72,7 @@ class LineTranslator:
         src_pieces = self.tokenizer.src_pieces(src)
         tgt_pieces = [*self.tokenizer.tgt_pieces(best.tokens), "</s>"]
         if self.cfg.alignment_format == "pharaoh":
-            words = subword_to_word(*strip_specials(matrix, tgt_pieces, src_pieces))
-            out += "\t" + to_pharaoh(hard_alignment(words))
+            out += "\t" + to_pharaoh(word_links(matrix, tgt_pieces, src_pieces))
         if self.cfg.show_alignment:
             out += "\n" + alignment_view(matrix, src_pieces, tgt_pieces)
         if self.cfg.alignment_dir:

@@ -52,6 +52,7 @@ TOKENIZER_SETTINGS = (
     "vocab_size",
     "character_coverage",
     "input_sentence_size",
+    "null_position",
 )
 
 

@@ -27,15 +27,24 @@ log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("unigram", "bpe")
 JOINT_FILE, SRC_FILE, TGT_FILE = "sentencepiece.model", "src.model", "tgt.model"
+NULL_FILE = "null_position"  # marker: the sources end in EOS (see Tokenizer)
 SPECIALS = frozenset({PAD_ID, BOS_ID, EOS_ID})  # dropped when decoding; unk shows as ⁇
 
 
 class Tokenizer:
     """Source and target SentencePiece processors (the same one when ``joint``)."""
 
-    def __init__(self, src_model: bytes, tgt_model: bytes | None) -> None:
-        """Build from serialized model protos; ``tgt_model=None`` means one joint model."""
+    def __init__(
+        self, src_model: bytes, tgt_model: bytes | None, null_position: bool = False
+    ) -> None:
+        """Build from serialized model protos; ``tgt_model=None`` means one joint model.
+
+        ``null_position``: every source ends in EOS, the NULL position that attention may
+        pick for a target word with no source counterpart (the statistical aligners' NULL
+        word); alignment reads attention to it as "unaligned".
+        """
         self._src_model, self._tgt_model = src_model, tgt_model
+        self.null_position = null_position
         self._src = _processor(src_model)
         self._tgt = self._src if tgt_model is None else _processor(tgt_model)
 
@@ -64,6 +73,7 @@ class Tokenizer:
                 shutil.rmtree(directory, ignore_errors=True)
             else:
                 log.info("reusing the SentencePiece model(s) in %s", directory)
+                cached.null_position = cfg.null_position
                 return cached
         log.info(
             "training a %s SentencePiece %s model, vocab_size %d, on %d + %d sentences",
@@ -74,9 +84,10 @@ class Tokenizer:
             len(tgt_texts),
         )
         if cfg.joint:
-            tokenizer = cls(_train([*src_texts, *tgt_texts], cfg, "joint"), None)
+            models = (_train([*src_texts, *tgt_texts], cfg, "joint"), None)
         else:
-            tokenizer = cls(_train(src_texts, cfg, "source"), _train(tgt_texts, cfg, "target"))
+            models = (_train(src_texts, cfg, "source"), _train(tgt_texts, cfg, "target"))
+        tokenizer = cls(*models, null_position=cfg.null_position)
         # Write to a temporary directory and rename it, so a crash or a concurrent run
         # never leaves a half-written cache entry behind.
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -92,42 +103,55 @@ class Tokenizer:
     def load(cls, directory: Path) -> Tokenizer:
         """Read the model file(s) written by :meth:`save`."""
         directory = Path(directory)
+        null = (directory / NULL_FILE).is_file()
         if (directory / JOINT_FILE).is_file():
-            return cls((directory / JOINT_FILE).read_bytes(), None)
+            return cls((directory / JOINT_FILE).read_bytes(), None, null)
         if (directory / SRC_FILE).is_file() and (directory / TGT_FILE).is_file():
-            return cls((directory / SRC_FILE).read_bytes(), (directory / TGT_FILE).read_bytes())
+            src, tgt = (directory / SRC_FILE).read_bytes(), (directory / TGT_FILE).read_bytes()
+            return cls(src, tgt, null)
         raise UserError(
             f"No SentencePiece model in {directory}: expected {JOINT_FILE}, or {SRC_FILE} "
             f"and {TGT_FILE}."
         )
 
     def save(self, directory: Path) -> list[Path]:
-        """Write the ``.model`` file(s) into ``directory`` (e.g. next to a checkpoint)."""
+        """Write the ``.model`` file(s) into ``directory`` (e.g. next to a checkpoint).
+
+        With a NULL position an empty ``null_position`` marker file says so.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self._tgt_model is None:
             files = {JOINT_FILE: self._src_model}
         else:
             files = {SRC_FILE: self._src_model, TGT_FILE: self._tgt_model}
+        if self.null_position:
+            files[NULL_FILE] = b""
         for name, data in files.items():
             (directory / name).write_bytes(data)
         return [directory / name for name in files]
 
     def to_state(self) -> dict[str, Any]:
         """Plain builtins for a self-contained checkpoint."""
-        return {"joint": self.joint, "src_model": self._src_model, "tgt_model": self._tgt_model}
+        return {
+            "joint": self.joint,
+            "src_model": self._src_model,
+            "tgt_model": self._tgt_model,
+            "null_position": self.null_position,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Tokenizer:
-        """Inverse of :meth:`to_state`."""
+        """Inverse of :meth:`to_state`; a checkpoint from before the NULL position has none."""
         try:
             src_model, tgt_model = state["src_model"], state["tgt_model"]
+            null_position = bool(state.get("null_position", False))
         except (KeyError, TypeError):
             raise UserError(
                 "The checkpoint's tokenizer entry is malformed (no SentencePiece model); "
                 "use a checkpoint written by seq2seq-train."
             ) from None
-        return cls(src_model, tgt_model)
+        return cls(src_model, tgt_model, null_position)
 
     # ----------------------------------------------------------------- encoding
 
@@ -147,8 +171,12 @@ class Tokenizer:
         return self._tgt.get_piece_size()
 
     def encode_src(self, texts: Sequence[str]) -> list[list[int]]:
-        """Source sentences to ids, without BOS/EOS."""
-        return self._src.encode(list(texts), out_type=int)
+        """Source sentences to ids, without BOS; with a NULL position, EOS ends each one
+        that has a token (an empty source stays empty: it translates to an empty line)."""
+        encoded = self._src.encode(list(texts), out_type=int)
+        if not self.null_position:
+            return encoded
+        return [[*ids, EOS_ID] if ids else ids for ids in encoded]
 
     def encode_tgt(self, texts: Sequence[str]) -> list[list[int]]:
         """Target sentences to ids, without BOS/EOS."""

@@ -17,13 +17,12 @@ from torch import Tensor, nn
 
 from seq2seq.alignment import (
     WORD_START,
-    hard_alignment,
     strip_specials,
     subword_to_word,
     to_pharaoh,
     word_spans,
 )
-from seq2seq.alignment_eval import word_scores
+from seq2seq.alignment_eval import word_alignment
 from seq2seq.data.tokenizer import Tokenizer
 
 DECIMALS = 5  # attention weights are sent rounded: enough to draw, a third of the bytes
@@ -83,7 +82,7 @@ def describe_pair(
     )  # (L, H, Tw, Sw)
     word_average = np.stack([word_level(m, tgt_pieces, src_pieces) for m in average])  # (L, Tw, Sw)
     layer = range(weights.shape[0])[layer]  # accepts -1; fails when out of range
-    links = hard_alignment(word_scores(cross, src_pieces, tgt_pieces, layer))
+    links = word_alignment(cross, src_pieces, tgt_pieces, layer)
     src_spans = word_spans(src_pieces)
     tgt_spans = word_spans(tgt_pieces)
     return {
