@@ -125,6 +125,8 @@ RULES: dict[type, dict[str, Rule]] = {
         "train_src": PATHS,
         "train_tgt": PATHS,
         "train_tsv": PATHS,
+        "extra_train_src": PATHS,
+        "extra_train_tgt": PATHS,
     },
     RNNConfig: {
         "cell": one_of("gru", "lstm"),

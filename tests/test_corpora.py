@@ -193,6 +193,23 @@ def test_tatoeba_rejects_other_languages_and_bad_fractions(tatoeba_root: Path) -
         load_split(tatoeba_config(tatoeba_root), "dev")
 
 
+def test_extra_training_text_follows_the_train_split_only(
+    tatoeba_root: Path, tmp_path: Path
+) -> None:
+    write(tmp_path / "gold.en", "the house\n")
+    write(tmp_path / "gold.fr", "la maison\n")
+    twice = {"extra_train_src": [str(tmp_path / "gold.en")] * 2}
+    cfg = tatoeba_config(tatoeba_root, **twice, extra_train_tgt=[str(tmp_path / "gold.fr")] * 2)
+    plain = tatoeba_config(tatoeba_root)
+    train = load_split(cfg, "train")
+    assert train.src == [*load_split(plain, "train").src, "the house", "the house"]
+    assert train.tgt[-2:] == ["la maison", "la maison"]
+    assert load_split(cfg, "valid") == load_split(plain, "valid")  # only training grows
+    one_side = tatoeba_config(tatoeba_root, extra_train_src=str(tmp_path / "gold.en"))
+    with pytest.raises(UserError, match=r"only one side; set data\.extra_train_tgt"):
+        load_split(one_side, "train")
+
+
 def test_real_tatoeba_splits() -> None:
     root = SHARED_DATA / "tatoeba-eng-fra"
     if not (root / "eng-fra.txt.gz").is_file():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,16 +130,19 @@ def has_files(data: Any, split: str) -> bool:
 
 @dataclass(frozen=True)
 class SplitFiles:
-    """The files of one split, read in order: line-aligned source and target files, or TSV."""
+    """The files of one split, read in order: line-aligned source and target files, or TSV,
+    then the line-aligned extra files (``data.extra_train_src/_tgt``)."""
 
     src: tuple[Path, ...] = ()
     tgt: tuple[Path, ...] = ()
     tsv: tuple[Path, ...] = ()
+    extra_src: tuple[Path, ...] = ()
+    extra_tgt: tuple[Path, ...] = ()
 
     @property
     def paths(self) -> list[Path]:
         """Every file of the split."""
-        return [*self.src, *self.tgt, *self.tsv]
+        return [*self.src, *self.tgt, *self.tsv, *self.extra_src, *self.extra_tgt]
 
 
 def load_split(cfg: Any, split: str) -> ParallelCorpus:
@@ -152,7 +155,14 @@ def split_files(cfg: Any, split: str) -> SplitFiles:
     loaders = {"multi30k": _multi30k_files, "tatoeba": _tatoeba_files, "files": _user_files}
     if cfg.name not in loaders:
         raise UserError(f"data.name={cfg.name!r} is unknown; use one of {', '.join(loaders)}.")
-    return loaders[cfg.name](cfg, split)
+    files = loaders[cfg.name](cfg, split)
+    if split != cfg.train_split or not (cfg.extra_train_src or cfg.extra_train_tgt):
+        return files
+    if not (cfg.extra_train_src and cfg.extra_train_tgt):
+        missing = "data.extra_train_tgt" if cfg.extra_train_src else "data.extra_train_src"
+        raise UserError(f"The extra training text has only one side; set {missing}=... as well.")
+    extra_src, extra_tgt = _paths(cfg.extra_train_src), _paths(cfg.extra_train_tgt)
+    return replace(files, extra_src=tuple(extra_src), extra_tgt=tuple(extra_tgt))
 
 
 def stream_split(
@@ -160,11 +170,15 @@ def stream_split(
 ) -> Iterator[tuple[str, str]]:
     """The (source, target) pairs of ``split``, read from ``files`` one at a time."""
     if not files.tsv:
-        return stream_parallel(list(files.src), list(files.tgt), digests)
-    pairs = stream_tsv(list(files.tsv), digests)
-    if cfg.name != "tatoeba":
+        pairs = stream_parallel(list(files.src), list(files.tgt), digests)
+    else:
+        pairs = stream_tsv(list(files.tsv), digests)
+        if cfg.name == "tatoeba":
+            pairs = _tatoeba_pairs(cfg, SPLIT_ALIASES.get(split, split), pairs)
+    if not files.extra_src:
         return pairs
-    return _tatoeba_pairs(cfg, SPLIT_ALIASES.get(split, split), pairs)
+    extra = stream_parallel(list(files.extra_src), list(files.extra_tgt), digests)
+    return itertools.chain(pairs, extra)
 
 
 def _multi30k_files(cfg: Any, split: str) -> SplitFiles:
