@@ -1,9 +1,9 @@
-"""Benchmark how well attention aligns words: AER against gold links, per decoder layer.
+"""Benchmark how well attention aligns words: AER against gold links, per way of reading it.
 
-Each checkpoint force-decodes the gold reference (teacher forcing); the cross-attention of
-each layer (heads averaged, BOS/EOS dropped and rows renormalised, subwords merged into
-the gold's space-separated words) links every target word to its argmax source word,
-scored against the gold sure/possible links (Och & Ney AER, precision, recall, F1).
+Each checkpoint force-decodes the gold reference (teacher forcing); the cross-attention
+(subwords merged into the gold's space-separated words) links every target word to its
+argmax source word, scored against the gold sure/possible links (Och & Ney AER,
+precision, recall, F1).
 
 Two gold sets:
 
@@ -17,47 +17,60 @@ Two gold sets:
   and style they never saw; sentences whose SentencePiece words do not match the gold
   words are skipped and counted.
 
-Each checkpoint is read twice (``reading``): "predict", the attention of the step that
-predicts a target token (what training reports as ``valid/aer``), and "shift" (shift-att,
-Chen et al. 2020), the attention of the step that reads it as decoder input. A model
-whose sources end in the NULL position (``data.tokenizer.null_position``) is read both
-with attention to NULL leaving a word unaligned ("unaligned") and with NULL dropped and
-rows renormalised ("dropped"); older models have none.
+Each checkpoint is read every way a :class:`~seq2seq.readout.Readout` can read it: the
+step ("predict", the attention of the step that predicts a target token; "shift",
+shift-att of Chen et al. 2020, the step that reads it as decoder input), what attention
+to the NULL position means ("unaligned", or "dropped" with rows renormalised over the
+real words; the same for older models without one), the layer, and the heads averaged
+or one head. The table has every head-averaged layer, then the best readout of all
+("(best)") and the one training stored by dev AER ("(chosen in training)").
 
-Prints one markdown table: a row per checkpoint, gold set, reading and layer; ``*`` marks
-the layer with the lowest AER.
+``--eflomal`` adds a statistical aligner as an anchor (scripts/eflomal_anchor.py; an
+optional dependency: ``pip install eflomal`` or ``pip install -e '.[align]'``): eflomal
+aligns the Hansards trial text (``--eflomal-repeat`` copies of it, the first one scored)
+together with the Tatoeba English-French training pairs (``--tatoeba-dir``), lowercased
+and tokenised like the gold text, never seeing the gold links. Its forward and reverse
+links and their intersection, union and grow-diag-final-and are rows of family
+"eflomal"; no checkpoint is needed for them.
+
+Prints one markdown table: rows per checkpoint and gold set as above, then eflomal's.
 
     PYTHONPATH=. python scripts/bench_alignment.py \
         --synthetic runs/synth_rnn runs/synth_transformer \
-        --hansards runs/tatoeba_rnn runs/multi30k_transformer --threads 2
+        --hansards runs/tatoeba_rnn runs/multi30k_transformer --threads 2 --eflomal
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import platform
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from eflomal_anchor import anchor_scores, normalise, require_eflomal  # scripts/, beside this
 
 from seq2seq.alignment_eval import (
-    READINGS,
-    AlignmentScores,
     GoldSet,
-    evaluate_alignment,
+    ReadoutScores,
+    best_readout,
     load_gold_set,
+    score_readouts,
 )
+from seq2seq.config import DataConfig
+from seq2seq.data.corpora import load_split
 from seq2seq.data.synthetic import write_corpus
 from seq2seq.errors import UserError
 from seq2seq.inference import Translator
+from seq2seq.readout import Readout
 
 HANSARDS = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "alignment" / "hansards-enfr-trial"
 )
+TATOEBA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tatoeba-eng-fra"
 SYNTHETIC_SIZES = {"train": 3000, "valid": 100, "test": 100}  # as tests/conftest.py writes it
 
 
@@ -81,20 +94,54 @@ def hansards_gold(directory: Path) -> GoldSet:
 
 
 def table_rows(
-    name: str, checkpoint: str, translator: Translator, scores: AlignmentScores, null: str
+    name: str, checkpoint: str, translator: Translator, results: list[ReadoutScores]
 ) -> list[str]:
-    """Markdown rows, one per layer, the best layer starred."""
+    """Markdown rows: every reading, NULL treatment and layer with its heads averaged, then
+    the best readout of all (single heads included) and the one stored in training."""
     family = translator.checkpoint["model_config"]["family"]
+    layers = 1 + max(r.readout.layer for r in results)
+    stored = Readout.stored(translator.checkpoint)
+    picks = [(r, "") for r in results if r.readout.head is None]
+    picks.append((best_readout(results), " (best)"))
+    if stored is not None:
+        same = [r for r in results if _same(r.readout, stored, layers)]
+        picks += [(r, " (chosen in training)") for r in same]
     rows = []
-    for layer, s in enumerate(scores.layers):
-        mark = "*" if layer == scores.layer and len(scores.layers) > 1 else ""
+    for r, note in picks:
+        s, out = r.scores, r.readout
+        where = f"{out.layer}" + ("" if out.head is None else f", head {out.head}") + note
         rows.append(
-            f"| {name} | {checkpoint} | {family} | {scores.reading} | {null} | {layer}{mark} | "
-            f"{s['aer']:.3f} | "
-            f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
-            f"{scores.sentences} ({scores.skipped}) |"
+            f"| {name} | {checkpoint} | {family} | {out.reading} | {out.null} | {where} | "
+            f"{s['aer']:.3f} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
+            f"{r.sentences} ({r.skipped}) |"
         )
     return rows
+
+
+def _same(a: Readout, b: Readout, layers: int) -> bool:
+    """Whether two readouts read the same attention (negative layers counted from the top)."""
+    key = (a.reading, a.layer % layers, a.head, a.null)
+    return key == (b.reading, b.layer % layers, b.head, b.null)
+
+
+def eflomal_rows(hansards: Path, tatoeba: Path, repeat: int) -> list[str]:
+    """Markdown rows of eflomal's link sets on the Hansards trial set, Tatoeba as extra text."""
+    gold = hansards_gold(hansards)
+    extra = load_split(DataConfig(name="tatoeba", root=str(tatoeba), src="en", tgt="fr"), "train")
+    start = time.perf_counter()
+    src, tgt = [normalise(s, "en") for s in extra.src], [normalise(t, "fr") for t in extra.tgt]
+    scores = anchor_scores(gold, src, tgt, repeat)
+    seconds = time.perf_counter() - start
+    print(
+        f"Hansards trial / eflomal: {len(gold) * repeat + len(src)} pairs in {seconds:.1f} s",
+        file=sys.stderr,
+    )
+    name = f"eflomal {version('eflomal')}, gold text ×{repeat} + Tatoeba train ({len(src):,})"
+    return [
+        f"| Hansards trial | {name} | eflomal | {links} | unaligned | - | {s['aer']:.3f} | "
+        f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {len(gold)} (0) |"
+        for links, s in scores.items()
+    ]
 
 
 def main() -> None:
@@ -108,12 +155,23 @@ def main() -> None:
     )
     parser.add_argument("--hansards", nargs="*", default=[], help="English→French checkpoints")
     parser.add_argument("--hansards-dir", type=Path, default=HANSARDS)
+    parser.add_argument(
+        "--eflomal", action="store_true", help="score eflomal on the Hansards trial set too"
+    )
+    parser.add_argument(
+        "--eflomal-repeat", type=int, default=1, help="copies of the gold text eflomal aligns"
+    )
+    parser.add_argument("--tatoeba-dir", type=Path, default=TATOEBA, help="eflomal's extra text")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    if not (args.synthetic or args.hansards):
-        parser.error("give checkpoints with --synthetic and/or --hansards")
+    if not (args.synthetic or args.hansards or args.eflomal):
+        parser.error("give checkpoints with --synthetic and/or --hansards, or --eflomal")
+    if args.eflomal_repeat < 1:
+        parser.error("--eflomal-repeat must be at least 1")
+    if args.eflomal:
+        require_eflomal()  # fail before the checkpoints are scored
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -128,24 +186,15 @@ def main() -> None:
             jobs += [("Hansards trial", gold, ckpt) for ckpt in args.hansards]
         for name, gold, ckpt in jobs:
             translator = Translator.from_checkpoint(ckpt, device)
-            # a model with a NULL position is read both ways: NULL = unaligned, NULL dropped
-            nulls = (True, False) if translator.tokenizer.null_position else (False,)
-            for reading, use_null in itertools.product(READINGS, nulls):
-                start = time.perf_counter()
-                scores = evaluate_alignment(
-                    translator.model,
-                    translator.tokenizer,
-                    gold,
-                    device,
-                    batch_size=args.batch_size,
-                    reading=reading,
-                    use_null=use_null,
-                )
-                seconds = time.perf_counter() - start
-                took = f"{len(gold)} sentences in {seconds:.1f} s"
-                print(f"{name} / {ckpt} / {reading}: {took}", file=sys.stderr)
-                null = ("unaligned" if use_null else "dropped") if nulls[0] else "none"
-                rows += table_rows(name, ckpt, translator, scores, null)
+            start = time.perf_counter()
+            model, tokenizer = translator.model, translator.tokenizer
+            results = score_readouts(model, tokenizer, gold, device, args.batch_size)
+            seconds = time.perf_counter() - start
+            took = f"{len(results)} readouts of {len(gold)} sentences in {seconds:.1f} s"
+            print(f"{name} / {ckpt}: {took}", file=sys.stderr)
+            rows += table_rows(name, ckpt, translator, results)
+    if args.eflomal:
+        rows += eflomal_rows(args.hansards_dir, args.tatoeba_dir, args.eflomal_repeat)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"device {device}, threads {torch.get_num_threads()}\n"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,6 @@ from seq2seq.alignment import (
     gold_lines,
     read_naacl,
     read_pharaoh,
-    select_layer_heads,
     strip_specials,
     subword_to_word,
     to_pharaoh,
@@ -39,6 +38,7 @@ from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.decoding import Hypothesis
 from seq2seq.errors import UserError
 from seq2seq.inference import pad_batch
+from seq2seq.readout import NULL_READINGS, READINGS, Readout
 from seq2seq.special_tokens import BOS_ID
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class AlignmentScores:
     layer: int  # the layer reported as "the" alignment (0-based)
     sentences: int  # sentences scored
     skipped: int  # sentences whose subword words did not match their gold words
-    reading: str = "predict"  # which decoder step's attention aligned (see word_scores)
+    reading: str = "predict"  # which decoder step's attention aligned (see Readout)
 
     @property
     def scores(self) -> dict[str, float]:
@@ -154,51 +154,25 @@ def scorable(tokenizer: Tokenizer, src: str, tgt: str) -> bool:
     return src_ok and len(word_spans(tgt_pieces)) == len(tgt.split())
 
 
-READINGS = ("predict", "shift")
-
-
-def reading_matrix(
-    cross: Tensor, tgt_pieces: Sequence[str], layer: int, reading: str = "predict"
-) -> tuple[Tensor, list[str]]:
-    """One layer (heads averaged) of (L, H, T, S) attention as read for alignment, and its
-    row labels.
-
-    ``tgt_pieces`` label the rows, EOS included. ``reading`` "predict": target piece t is
-    aligned by the step that predicts it (row t); "shift" (shift-att, Chen et al. 2020):
-    by the step that reads it as decoder input (row t + 1), where a Transformer's
-    cross-attention tends to look at the source word just translated.
-    """
-    if reading == "shift":
-        cross, tgt_pieces = cross[:, :, 1:], tgt_pieces[:-1]  # drop the BOS row and EOS label
-    elif reading != "predict":
-        raise ValueError(f"reading must be one of {', '.join(READINGS)}, not {reading!r}")
-    return select_layer_heads(cross, layer), list(tgt_pieces)  # (T, S)
-
-
 def word_scores(
-    cross: Tensor,
-    src_pieces: Sequence[str],
-    tgt_pieces: Sequence[str],
-    layer: int,
-    reading: str = "predict",
+    cross: Tensor, src_pieces: Sequence[str], tgt_pieces: Sequence[str], readout: Readout
 ) -> np.ndarray:
-    """Word scores (T_words, S_words) of :func:`reading_matrix`: special tokens (NULL too)
-    dropped and rows renormalised before subwords merge into words."""
-    matrix, tgt_pieces = reading_matrix(cross, tgt_pieces, layer, reading)
+    """Word scores (T_words, S_words) of (L, H, T, S) attention as ``readout`` reads it:
+    special tokens (NULL too) dropped and rows renormalised before subwords merge into words.
+
+    ``tgt_pieces`` label the T rows, EOS included.
+    """
+    matrix, tgt_pieces = readout.matrix(cross, tgt_pieces)
     return subword_to_word(*strip_specials(matrix, tgt_pieces, src_pieces))
 
 
 def word_alignment(
-    cross: Tensor,
-    src_pieces: Sequence[str],
-    tgt_pieces: Sequence[str],
-    layer: int,
-    reading: str = "predict",
-    use_null: bool = True,
+    cross: Tensor, src_pieces: Sequence[str], tgt_pieces: Sequence[str], readout: Readout
 ) -> set[Link]:
-    """Hard word links of :func:`reading_matrix` (:func:`~seq2seq.alignment.word_links`)."""
-    matrix, tgt_pieces = reading_matrix(cross, tgt_pieces, layer, reading)
-    return word_links(matrix, tgt_pieces, src_pieces, use_null)
+    """Hard word links of (L, H, T, S) attention as ``readout`` reads it
+    (:func:`~seq2seq.alignment.word_links`)."""
+    matrix, tgt_pieces = readout.matrix(cross, tgt_pieces)
+    return word_links(matrix, tgt_pieces, src_pieces, use_null=readout.null == "unaligned")
 
 
 @torch.no_grad()
@@ -252,7 +226,10 @@ def layer_links(
     for src, tgt, cross in zip(src_ids, tgt_ids, attentions, strict=True):
         src_pieces, tgt_pieces = tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"]
         for index in range(n_layers):
-            links = word_alignment(cross, src_pieces, tgt_pieces, index, reading, use_null)
+            null = "unaligned" if use_null else "dropped"
+            links = word_alignment(
+                cross, src_pieces, tgt_pieces, Readout(reading, index, null=null)
+            )
             per_layer[index].append(links)
     return per_layer
 
@@ -269,7 +246,7 @@ def evaluate_alignment(
 ) -> AlignmentScores:
     """AER of every decoder layer on ``gold``; ``layer`` None picks the layer with the lowest.
 
-    ``reading``: which decoder step's attention aligns a target token (:func:`reading_matrix`);
+    ``reading``: which decoder step's attention aligns a target token (:class:`Readout`);
     ``use_null``: whether attention to a NULL position leaves a word unaligned.
     """
     keep = [k for k in range(len(gold)) if scorable(tokenizer, gold.src[k], gold.tgt[k])]
@@ -291,7 +268,7 @@ def hypothesis_alignments(
     sources: Sequence[Sequence[int]],
     nbests: Sequence[Sequence[Hypothesis]],
     tokenizer: Tokenizer,
-    layer: int = -1,
+    readout: Readout,
 ) -> list[str]:
     """Pharaoh word links (``i-j``) of each best hypothesis, from its decoding attention.
 
@@ -305,6 +282,62 @@ def hypothesis_alignments(
             lines.append("")
             continue
         tgt_pieces = [*tokenizer.tgt_pieces(best.tokens), "</s>"]
-        links = word_alignment(best.attention, tokenizer.src_pieces(src), tgt_pieces, layer)
+        links = word_alignment(best.attention, tokenizer.src_pieces(src), tgt_pieces, readout)
         lines.append(to_pharaoh(links))
     return lines
+
+
+@dataclass(frozen=True)
+class ReadoutScores:
+    """One readout's AER, precision, recall and F1 on a gold set (its ``aer`` filled in)."""
+
+    readout: Readout
+    scores: dict[str, float]
+    sentences: int  # sentences scored
+    skipped: int  # sentences whose subword words did not match their gold words
+
+
+def readout_candidates(layers: int, heads: int) -> list[Readout]:
+    """Every reading, NULL treatment, layer and head (heads averaged first), in that order."""
+    return [
+        Readout(reading, layer, head, null)
+        for reading in READINGS
+        for null in NULL_READINGS
+        for layer in range(layers)
+        for head in (None, *range(heads if heads > 1 else 0))
+    ]
+
+
+def score_readouts(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    gold: GoldSet,
+    device: torch.device,
+    batch_size: int = 32,
+) -> list[ReadoutScores]:
+    """AER of every :func:`readout_candidates` on ``gold`` (its target force-decoded once)."""
+    keep = [k for k in range(len(gold)) if scorable(tokenizer, gold.src[k], gold.tgt[k])]
+    src_ids = tokenizer.encode_src([gold.src[k] for k in keep])
+    tgt_ids = tokenizer.encode_tgt([gold.tgt[k] for k in keep])
+    attentions = forced_attention(model, src_ids, tgt_ids, device, batch_size)
+    sure, possible = [gold.sure[k] for k in keep], [gold.possible[k] for k in keep]
+    pieces = [
+        (tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"])
+        for src, tgt in zip(src_ids, tgt_ids, strict=True)
+    ]
+    layers, heads = attentions[0].shape[:2] if attentions else (1, 1)
+    results = []
+    for readout in readout_candidates(layers, heads):
+        links = [
+            word_alignment(cross, src, tgt, readout)
+            for cross, (src, tgt) in zip(attentions, pieces, strict=True)
+        ]
+        scores = aer(links, sure, possible)
+        counts = len(keep), len(gold) - len(keep)
+        results.append(ReadoutScores(replace(readout, aer=scores["aer"]), scores, *counts))
+    return results
+
+
+def best_readout(results: Sequence[ReadoutScores]) -> ReadoutScores:
+    """The readout with the lowest AER (the first candidate on ties)."""
+    return min(results, key=lambda r: r.scores["aer"])

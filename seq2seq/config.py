@@ -172,7 +172,9 @@ class ValidConfig:
     max_sentences: int | None = None  # decode only the first N validation sentences
     num_probes: int = 3  # the first K validation sentences are drawn as heatmaps
     probe_sentences: list[str] = field(default_factory=list)  # extra source sentences
-    alignment_layer: int = -1  # Transformer: decoder layer whose cross-attention is drawn
+    # the heatmaps' reading and layer; None: the last dev AER's choice (valid.align_gold)
+    alignment_layer: int | None = None  # Transformer: decoder layer (-1: the last)
+    alignment_reading: str | None = None  # predict | shift (seq2seq/readout.py)
     align_gold: str | None = None  # gold word alignments for valid/aer
     align_src: str | None = None
     align_tgt: str | None = None
@@ -218,7 +220,10 @@ class EvaluateAppConfig:
     average_last: int = 1  # average the weights of the last N step checkpoints first
     device: str = "auto"
     alignment_format: str | None = None  # pharaoh: also write <split>.align word alignments
-    alignment_layer: int = -1  # Transformer: decoder layer whose cross-attention aligns
+    alignment_layer: int | None = None  # Transformer: decoder layer (-1: the last)
+    # predict | shift: the step whose attention aligns a target token (seq2seq/readout.py);
+    # None, as alignment_layer None: the checkpoint's choice by dev AER, else predict, last
+    alignment_reading: str | None = None
     align_gold: str | None = None  # gold word alignments (Pharaoh or NAACL): report AER ...
     align_src: str | None = None  # ... of the attention on this space-tokenised source
     align_tgt: str | None = None  # ... force-decoding this target
@@ -237,7 +242,10 @@ class TranslateAppConfig:
     show_alignment: bool = False  # print each target token beside its most-attended source token
     alignment_dir: str | None = None  # save one heatmap PNG per sentence here
     alignment_format: str | None = None  # pharaoh: print word alignments (i-j) after a tab
-    alignment_layer: int = -1  # Transformer: the decoder layer whose cross-attention is shown
+    alignment_layer: int | None = None  # Transformer: decoder layer (-1: the last)
+    # predict | shift: the step whose attention aligns a target token (seq2seq/readout.py);
+    # None, as alignment_layer None: the checkpoint's choice by dev AER, else predict, last
+    alignment_reading: str | None = None
     device: str = "auto"
     threads: int | None = None  # CPU threads of the decoder (torch's or CTranslate2's)
 
@@ -275,7 +283,10 @@ class ServeAppConfig:
     device: str = "auto"
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # beam_size: the default
     limits: ServeLimitsConfig = field(default_factory=ServeLimitsConfig)
-    alignment_layer: int = -1  # Transformer: decoder layer whose cross-attention aligns
+    alignment_layer: int | None = None  # Transformer: decoder layer (-1: the last)
+    # predict | shift: the step whose attention aligns a target token (seq2seq/readout.py);
+    # None, as alignment_layer None: the checkpoint's choice by dev AER, else predict, last
+    alignment_reading: str | None = None
     max_batch_sentences: int = 64  # sentences the worker gathers from queued requests per batch
     log_level: str = "info"  # uvicorn's: critical | error | warning | info | debug
 

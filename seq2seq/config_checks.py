@@ -33,6 +33,7 @@ from seq2seq.config import (
     ValidConfig,
 )
 from seq2seq.errors import UserError
+from seq2seq.readout import READINGS
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def pair_in_unit_interval() -> Rule:
 
 DEVICE = one_of("auto", "cpu", "cuda")
 ALIGNMENT_FORMAT = optional(one_of("pharaoh"))
+READING = optional(one_of(*READINGS))
 
 # Per schema, the fields whose values are constrained. Fields not listed take any value of
 # their type (names, paths, seeds, text); tests/test_bad_input_config.py checks every key
@@ -180,6 +182,7 @@ RULES: dict[type, dict[str, Rule]] = {
         "threads": optional(at_least(1)),
     },
     ValidConfig: {
+        "alignment_reading": READING,
         "max_sentences": optional(at_least(1)),
         "num_probes": at_least(0),
     },
@@ -191,12 +194,14 @@ RULES: dict[type, dict[str, Rule]] = {
         "nbest": at_least(1),
     },
     EvaluateAppConfig: {
+        "alignment_reading": READING,
         "average_last": at_least(1),
         "device": DEVICE,
         "alignment_format": ALIGNMENT_FORMAT,
         "threads": optional(at_least(1)),
     },
     TranslateAppConfig: {
+        "alignment_reading": READING,
         "device": DEVICE,
         "alignment_format": ALIGNMENT_FORMAT,
         "threads": optional(at_least(1)),
@@ -271,10 +276,10 @@ def attention_layers(model_cfg: Any) -> tuple[int, str]:
     return 1, "an RNN has one attention layer"
 
 
-def layer_problems(layer: int, setting: str, model_cfg: Any) -> list[str]:
+def layer_problems(layer: int | None, setting: str, model_cfg: Any) -> list[str]:
     """A layer index (negative counts from the top) outside the model's layers."""
     count, why = attention_layers(model_cfg)
-    if -count <= layer < count:
+    if layer is None or -count <= layer < count:
         return []
     return [f"{setting}={layer}: {why}; use a value from {-count} to {count - 1} (-1: the last)"]
 

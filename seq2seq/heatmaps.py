@@ -19,11 +19,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from seq2seq.alignment import NULL_PIECE
 from seq2seq.arrays import as_array, check_labels
 
 DPI = 100  # drawn at every validation: modest resolution keeps it fast
 CMAP = "Blues"  # white = no attention, so the few strong links stand out
 GOLD_COLOR = "tab:red"
+NULL_LABEL = "NULL"  # the source column of the NULL position
 CELL_INCHES = 0.22  # one token per cell at ~8 pt labels stays readable up to ~40 x 40
 GRID_CELL_INCHES = 0.09  # small multiples: the pattern matters more than the labels
 MARGIN_INCHES = 1.4  # room for the rotated labels and the colourbar
@@ -32,9 +34,14 @@ MARGIN_INCHES = 1.4  # room for the rotated labels and the colourbar
 def _label_axes(
     ax: Axes, src_tokens: Sequence[str], tgt_tokens: Sequence[str], fontsize: float
 ) -> None:
-    """Source tokens along the top, rotated; target tokens down the left."""
+    """Source tokens along the top, rotated; target tokens down the left.
+
+    A source's closing EOS is its NULL position (``data.tokenizer.null_position``): its
+    column is labelled NULL.
+    """
     ax.xaxis.tick_top()
-    ax.set_xticks(range(len(src_tokens)), list(src_tokens), rotation=90, fontsize=fontsize)
+    src_labels = [NULL_LABEL if token == NULL_PIECE else token for token in src_tokens]
+    ax.set_xticks(range(len(src_tokens)), src_labels, rotation=90, fontsize=fontsize)
     ax.set_yticks(range(len(tgt_tokens)), list(tgt_tokens), fontsize=fontsize)
     ax.tick_params(length=0, pad=2)
 

@@ -15,6 +15,7 @@ from seq2seq.alignment import SYMMETRIZATIONS, Link, aer, best_layer_by_aer, sym
 from seq2seq.alignment_eval import GoldSet, layer_links, scorable
 from seq2seq.errors import UserError
 from seq2seq.inference import Translator
+from seq2seq.readout import READINGS
 
 
 def check_directions(forward: Translator, reverse: Translator) -> None:
@@ -33,7 +34,8 @@ def symmetrized_scores(
 ) -> dict[str, dict[str, float]]:
     """AER, precision, recall, F1 of ``forward``, ``reverse`` and each merge, on ``gold``.
 
-    Scored on the sentences both models' tokenizers split into their gold words.
+    Scored on the sentences both models' tokenizers split into their gold words; each
+    direction is read at the reading and layer with its lowest AER.
     """
     check_directions(forward, reverse)
     keep = [
@@ -43,10 +45,19 @@ def symmetrized_scores(
     ]
     srcs, tgts = [gold.src[k] for k in keep], [gold.tgt[k] for k in keep]
     sure, possible = [gold.sure[k] for k in keep], [gold.possible[k] for k in keep]
-    fwd_layers = layer_links(forward.model, forward.tokenizer, srcs, tgts, device)
+    fwd_layers = [  # every reading's layers
+        layer
+        for reading in READINGS
+        for layer in layer_links(
+            forward.model, forward.tokenizer, srcs, tgts, device, reading=reading
+        )
+    ]
     rev_layers = [  # (j, i) of the reverse model, flipped to (i, j) for scoring
         [{(i, j) for j, i in links} for links in layer]
-        for layer in layer_links(reverse.model, reverse.tokenizer, tgts, srcs, device)
+        for reading in READINGS
+        for layer in layer_links(
+            reverse.model, reverse.tokenizer, tgts, srcs, device, reading=reading
+        )
     ]
     fwd = fwd_layers[best_layer_by_aer(fwd_layers, sure, possible)]
     rev = rev_layers[best_layer_by_aer(rev_layers, sure, possible)]

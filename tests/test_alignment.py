@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from seq2seq import alignment_eval
 from seq2seq.alignment import (
     aer,
     best_layer_by_aer,
@@ -22,8 +23,9 @@ from seq2seq.alignment import (
     to_pharaoh,
     word_spans,
 )
-from seq2seq.alignment_eval import word_scores
+from seq2seq.alignment_eval import GoldSet, best_readout, score_readouts, word_scores
 from seq2seq.errors import UserError
+from seq2seq.readout import Readout, resolve_readout
 
 HANSARDS = Path(__file__).resolve().parents[2] / "shared/data/alignment/hansards-enfr-trial"
 
@@ -277,12 +279,67 @@ def test_shift_reading_aligns_each_token_by_the_step_that_reads_it():
     # row 2 reads target piece 1 and predicts EOS.
     cross = torch.tensor([[[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]]])
     src, tgt = ["\u2581a", "\u2581b"], ["\u2581x", "\u2581y", "</s>"]
-    predict = word_scores(cross, src, tgt, layer=0, reading="predict")
-    shift = word_scores(cross, src, tgt, layer=0, reading="shift")
+    predict = word_scores(cross, src, tgt, Readout("predict", 0))
+    shift = word_scores(cross, src, tgt, Readout("shift", 0))
     assert hard_alignment(predict) == {(0, 0), (1, 1)}  # x <- row 0, y <- row 1
     assert hard_alignment(shift) == {(1, 0), (0, 1)}  # x <- row 1, y <- row 2
     with pytest.raises(ValueError, match="predict, shift"):
-        word_scores(cross, src, tgt, layer=0, reading="later")
+        Readout("later", 0)
+
+
+def test_the_stored_readout_applies_unless_a_setting_overrides_it():
+    assert resolve_readout(None) == Readout("predict", -1)  # trained without a gold set
+    chosen = Readout("shift", 1, aer=0.3)
+    checkpoint = {"alignment_readout": chosen.to_state()}
+    assert Readout.stored(checkpoint) == chosen and Readout.stored({}) is None
+    assert resolve_readout(chosen) == chosen
+    assert resolve_readout(chosen, layer=0) == Readout("shift", 0)
+    assert resolve_readout(chosen, reading="predict") == Readout("predict", 1)
+
+
+def test_the_reading_and_layer_with_the_lowest_dev_aer_are_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    # One pair "a b" -> "x y" with gold x-a, y-b and a fixed fake forced attention
+    # (L=2, H=1, T+1=3, S=3: two words and the NULL position). Layer 0 predicts the
+    # crossed links, layer 1 the gold ones; the shifted rows of layer 0 the gold ones.
+    cross = torch.tensor(
+        [
+            [[[0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.1, 0.8, 0.1]]],
+            [[[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7]]],
+        ]
+    )
+    monkeypatch.setattr(alignment_eval, "forced_attention", lambda *args, **kw: [cross])
+    monkeypatch.setattr(alignment_eval, "scorable", lambda *args: True)
+    tokenizer = FakeTokenizer(["\u2581a", "\u2581b", "</s>"], ["\u2581x", "\u2581y"])
+    gold = GoldSet(["a b"], ["x y"], [{(0, 0), (1, 1)}], [{(0, 0), (1, 1)}])
+    results = score_readouts(None, tokenizer, gold, torch.device("cpu"))
+    aer = {(r.readout.reading, r.readout.layer, r.readout.null): r.scores["aer"] for r in results}
+    assert len(results) == 2 * 2 * 2  # readings x NULL treatments x layers (one head)
+    assert aer["predict", 0, "unaligned"] == 1.0 and aer["predict", 1, "unaligned"] == 0.0
+    assert aer["shift", 0, "unaligned"] == 0.0 and aer["shift", 1, "unaligned"] == 1.0
+    # shifted, layer 1 sends y mostly to NULL: unaligned it misses y, dropped it links y-b
+    assert aer["shift", 1, "dropped"] == 0.5
+    assert best_readout(results).readout == Readout("predict", 1, aer=0.0)  # first of ties
+
+
+class FakeTokenizer:
+    """Pieces given by hand; encoding returns placeholders of the right length."""
+
+    def __init__(self, src_pieces: list[str], tgt_pieces: list[str]) -> None:
+        self.src, self.tgt = src_pieces, tgt_pieces
+
+    def encode_src(self, texts: list[str]) -> list[list[int]]:
+        return [list(range(len(self.src))) for _ in texts]
+
+    def encode_tgt(self, texts: list[str]) -> list[list[int]]:
+        return [list(range(len(self.tgt))) for _ in texts]
+
+    def src_pieces(self, ids: list[int]) -> list[str]:
+        return self.src
+
+    def tgt_pieces(self, ids: list[int]) -> list[str]:
+        return self.tgt
 
 
 def test_null_position_is_unaligned_and_never_linked() -> None:

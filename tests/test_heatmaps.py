@@ -71,7 +71,8 @@ def test_figure_to_array_is_hwc_uint8_with_content():
 def test_attention_figure_labels_scale_and_top_axis():
     fig = attention_figure(torch.tensor(toy_matrix()), SRC, TGT, title="t")
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == SRC
+    # the source's closing EOS is its NULL position: a column of its own, labelled NULL
+    assert [t.get_text() for t in ax.get_xticklabels()] == [*SRC[:-1], "NULL"]
     assert [t.get_text() for t in ax.get_yticklabels()] == TGT
     assert ax.xaxis.get_ticks_position() == "top"
     assert ax.images[0].get_clim() == (0.0, 1.0)

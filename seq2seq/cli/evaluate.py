@@ -13,9 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from seq2seq.alignment_eval import (
     GoldSet,
-    evaluate_alignment,
+    best_readout,
     gold_from_config,
     hypothesis_alignments,
+    score_readouts,
 )
 from seq2seq.cli.common import CONFIG_PATH, report_user_errors, run_command
 from seq2seq.config import DataConfig, EvaluateAppConfig
@@ -26,6 +27,7 @@ from seq2seq.errors import UserError
 from seq2seq.evaluation import corpus_scores, scores_to_dict
 from seq2seq.export.engine import CTranslate2Translator
 from seq2seq.inference import Translator
+from seq2seq.readout import Readout, resolve_readout
 from seq2seq.symmetrization import check_directions, symmetrized_scores
 from seq2seq.textio import check_output, write_text
 from seq2seq.training.averaging import average_checkpoints, last_step_checkpoints
@@ -66,10 +68,13 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
         paths = last_step_checkpoints(cfg.checkpoint, cfg.average_last)
         model.load_state_dict(average_checkpoints(paths)["model"])
         log.info("averaged the weights of %s", ", ".join(p.name for p in paths))
+    readout = Readout()  # how the attention is read: the checkpoint's choice unless set
     if cfg.alignment_format is not None:
-        require_native(translator, "alignment_format")
-        model_config = translator.checkpoint["model_config"]
+        native = require_native(translator, "alignment_format")
+        model_config = native.checkpoint["model_config"]
         raise_problems(layer_problems(cfg.alignment_layer, "alignment_layer", model_config))
+        stored = Readout.stored(native.checkpoint)
+        readout = resolve_readout(stored, cfg.alignment_layer, cfg.alignment_reading)
     tokenizer = translator.tokenizer
     gold = gold_from_config(cfg, tokenizer, prefix="")  # checked before the long decoding
     if gold is not None:
@@ -95,7 +100,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
         hypotheses = [tokenizer.decode_tgt(hyps[0].tokens) for hyps in nbests]
         write_text("hypotheses", out_dir / f"{name}.hyp.txt", "".join(h + "\n" for h in hypotheses))
         if cfg.alignment_format == "pharaoh":  # line i: links between source i and hypothesis i
-            links = hypothesis_alignments(sources, nbests, tokenizer, cfg.alignment_layer)
+            links = hypothesis_alignments(sources, nbests, tokenizer, readout)
             text = "".join(line + "\n" for line in links)
             write_text("alignments", out_dir / f"{name}.align", text)
         scores = corpus_scores(hypotheses, corpus.tgt)
@@ -118,19 +123,30 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict[str, dict]:
 
 
 def alignment_summary(translator: Translator, gold: GoldSet, device: torch.device) -> dict:
-    """AER of the attention on the gold set (every layer; the best one reported), printed."""
-    scores = evaluate_alignment(translator.model, translator.tokenizer, gold, device)
-    best = scores.scores
-    print(
-        f"alignment\tAER {best['aer']:.3f}  P {best['precision']:.3f}  R {best['recall']:.3f}  "
-        f"F1 {best['f1']:.3f}\tlayer {scores.layer} of {len(scores.layers)}, "
-        f"{scores.sentences} sentences ({scores.skipped} skipped)"
-    )
+    """AER of every readout of the attention on the gold set; the best of each reading and
+    NULL treatment printed, with the one chosen in training."""
+    results = score_readouts(translator.model, translator.tokenizer, gold, device)
+    stored = Readout.stored(translator.checkpoint)
+    groups = {(r.readout.reading, r.readout.null) for r in results}
+    for reading, null in sorted(groups):
+        best = best_readout(
+            [r for r in results if (r.readout.reading, r.readout.null) == (reading, null)]
+        )
+        s = best.scores
+        print(
+            f"alignment\tAER {s['aer']:.3f}  P {s['precision']:.3f}  R {s['recall']:.3f}  "
+            f"F1 {s['f1']:.3f}\t{best.readout.describe()}"
+        )
+    best = best_readout(results)
+    print(f"alignment\t{best.sentences} sentences scored, {best.skipped} skipped")
+    if stored is not None:
+        print(f"alignment chosen in training: {stored.describe()} (dev AER {stored.aer})")
     return {
-        "layer": scores.layer,
-        "sentences": scores.sentences,
-        "skipped": scores.skipped,
-        "layers": scores.layers,
+        "sentences": best.sentences,
+        "skipped": best.skipped,
+        "best": {**best.readout.to_state(), **best.scores},
+        "readouts": [{**r.readout.to_state(), **r.scores} for r in results],
+        "chosen_in_training": None if stored is None else stored.to_state(),
     }
 
 

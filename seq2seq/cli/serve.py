@@ -12,6 +12,7 @@ from seq2seq.cli.common import CONFIG_PATH, report_user_errors
 from seq2seq.config import DecodeConfig, ServeLimitsConfig
 from seq2seq.errors import UserError
 from seq2seq.inference import Translator
+from seq2seq.readout import READINGS, Readout, resolve_readout
 from seq2seq.training.checkpoint import resolve_checkpoint_path
 from seq2seq.training.distributed import resolve_device
 
@@ -53,12 +54,18 @@ def build_app(cfg: DictConfig) -> FastAPI:
     decode = DecodeConfig(**OmegaConf.to_container(cfg.decode))  # type: ignore[arg-type]
     info = describe_model(translator.model, translator.checkpoint, str(path))
     layers = info["layers"]
-    if not -layers <= cfg.alignment_layer < layers:
+    if cfg.alignment_layer is not None and not -layers <= cfg.alignment_layer < layers:
         raise UserError(
             f"alignment_layer={cfg.alignment_layer}: this model has {layers} decoder layer(s); "
             f"give -{layers} to {layers - 1}."
         )
-    worker = ModelWorker(translator, decode, cfg.alignment_layer, cfg.max_batch_sentences)
+    if cfg.alignment_reading not in (None, *READINGS):
+        raise UserError(
+            f"alignment_reading={cfg.alignment_reading}: give one of {', '.join(READINGS)}."
+        )
+    stored = Readout.stored(translator.checkpoint)
+    readout = resolve_readout(stored, cfg.alignment_layer, cfg.alignment_reading)
+    worker = ModelWorker(translator, decode, readout, cfg.max_batch_sentences)
     return create_app(worker, info, limits)
 
 

@@ -21,6 +21,7 @@ from seq2seq.decoding import Hypothesis
 from seq2seq.engines import open_translator, require_native
 from seq2seq.errors import UserError
 from seq2seq.heatmaps import attention_figure, save_figure
+from seq2seq.readout import Readout, resolve_readout
 from seq2seq.textio import atomic_output, check_output, check_writable, open_lines
 
 CHUNK_LINES = 256  # lines decoded together when reading a file or a pipe
@@ -41,10 +42,15 @@ class LineTranslator:
         self.translator = open_translator(cfg.checkpoint, cfg.device, cfg.threads)
         self.tokenizer = self.translator.tokenizer
         self.need_weights = bool(cfg.show_alignment or cfg.alignment_dir or cfg.alignment_format)
+        self.readout = Readout()  # how the attention is read: the checkpoint's choice
         if self.need_weights:
-            require_native(self.translator, "show_alignment, alignment_dir and alignment_format")
-            model_config = self.translator.checkpoint["model_config"]
+            native = require_native(
+                self.translator, "show_alignment, alignment_dir and alignment_format"
+            )
+            model_config = native.checkpoint["model_config"]
             raise_problems(layer_problems(cfg.alignment_layer, "alignment_layer", model_config))
+            stored = Readout.stored(native.checkpoint)
+            self.readout = resolve_readout(stored, cfg.alignment_layer, cfg.alignment_reading)
         self.count = 0
         if cfg.alignment_dir:
             check_writable("alignment_dir", Path(cfg.alignment_dir))
@@ -68,9 +74,11 @@ class LineTranslator:
         best = hyps[0]
         if best.attention is None or not src:
             return out
-        matrix = best.attention[self.cfg.alignment_layer].float().mean(0).numpy()  # (T, S)
         src_pieces = self.tokenizer.src_pieces(src)
-        tgt_pieces = [*self.tokenizer.tgt_pieces(best.tokens), "</s>"]
+        weights, tgt_pieces = self.readout.matrix(
+            best.attention.float(), [*self.tokenizer.tgt_pieces(best.tokens), "</s>"]
+        )
+        matrix = weights.numpy()  # (T, S)
         if self.cfg.alignment_format == "pharaoh":
             out += "\t" + to_pharaoh(word_links(matrix, tgt_pieces, src_pieces))
         if self.cfg.show_alignment:

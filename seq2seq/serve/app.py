@@ -68,6 +68,7 @@ class Inspection(BaseModel):
     target_word_spans: list[list[int]]
     alignment: str  # Pharaoh "i-j": source word i, target word j, 0-based
     alignment_layer: int  # the decoder layer (heads averaged) the alignment comes from
+    alignment_reading: str  # predict | shift: the decoder step it is read at (readout.py)
     attention: AttentionLevels
 
 

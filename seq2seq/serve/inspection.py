@@ -24,6 +24,7 @@ from seq2seq.alignment import (
 )
 from seq2seq.alignment_eval import word_alignment
 from seq2seq.data.tokenizer import Tokenizer
+from seq2seq.readout import Readout
 
 DECIMALS = 5  # attention weights are sent rounded: enough to draw, a third of the bytes
 EOS_PIECE = "</s>"  # the label of the decoding step that predicts the end of sentence
@@ -56,14 +57,14 @@ def describe_pair(
     src_ids: Sequence[int],
     tgt_ids: Sequence[int],
     cross: Tensor,
-    layer: int,
+    readout: Readout,
 ) -> dict[str, Any]:
     """Subwords, words, Pharaoh alignment and attention of one pair.
 
     ``cross`` is the (L, H, T + 1, S) cross-attention on CPU of ``tgt_ids`` (no BOS/EOS)
     given ``src_ids``: row ``t`` is the step that predicts target token ``t``, the last
-    row the one that predicts EOS. ``layer`` is the decoder layer (heads averaged) whose
-    attention the alignment is read from, as ``seq2seq-evaluate alignment_layer`` does.
+    row the one that predicts EOS. ``readout`` says which decoder step and layer (heads
+    averaged) the alignment is read from, as in ``seq2seq-evaluate``.
     """
     src_pieces = tokenizer.src_pieces(src_ids)
     tgt_pieces = [*tokenizer.tgt_pieces(tgt_ids), EOS_PIECE]
@@ -81,8 +82,8 @@ def describe_pair(
         ]
     )  # (L, H, Tw, Sw)
     word_average = np.stack([word_level(m, tgt_pieces, src_pieces) for m in average])  # (L, Tw, Sw)
-    layer = range(weights.shape[0])[layer]  # accepts -1; fails when out of range
-    links = word_alignment(cross, src_pieces, tgt_pieces, layer)
+    layer = range(weights.shape[0])[readout.layer]  # accepts -1; fails when out of range
+    links = word_alignment(cross, src_pieces, tgt_pieces, readout)
     src_spans = word_spans(src_pieces)
     tgt_spans = word_spans(tgt_pieces)
     return {
@@ -95,6 +96,7 @@ def describe_pair(
         "target_word_spans": [list(span) for span in tgt_spans],
         "alignment": to_pharaoh(links),
         "alignment_layer": layer,
+        "alignment_reading": readout.reading,
         "attention": {
             "subword": {"heads": _rounded(weights), "average": _rounded(average)},
             "word": {"heads": _rounded(word_heads), "average": _rounded(word_average)},

@@ -23,6 +23,7 @@ from seq2seq.alignment_eval import forced_attention
 from seq2seq.config import DecodeConfig
 from seq2seq.inference import Translator, decode_corpus
 from seq2seq.models.base import position_limits
+from seq2seq.readout import Readout
 from seq2seq.serve.inspection import describe_pair
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,12 @@ class ModelWorker:
         self,
         translator: Translator,
         decode: DecodeConfig,
-        alignment_layer: int = -1,
+        readout: Readout | None = None,
         max_batch_sentences: int = 64,
     ) -> None:
         self.translator = translator
         self.decode = decode
-        self.alignment_layer = alignment_layer
+        self.readout = readout or Readout()  # how the alignment is read from the attention
         self.max_batch_sentences = max_batch_sentences
         self.batches = 0  # model calls so far (one per beam size or alignment group)
         self.jobs = 0  # requests answered so far
@@ -175,7 +176,7 @@ class ModelWorker:
                     ids,
                     best.tokens,
                     best.attention,
-                    self.alignment_layer,
+                    self.readout,
                 )
                 answers.append({**answer, "score": best.score})
             job.future.set_result(answers)
@@ -187,7 +188,7 @@ class ModelWorker:
         )
         for job, cross in zip(jobs, crosses, strict=True):
             answer = describe_pair(
-                self.translator.tokenizer, job.source, job.target, cross, self.alignment_layer
+                self.translator.tokenizer, job.source, job.target, cross, self.readout
             )
             job.future.set_result(answer)
 

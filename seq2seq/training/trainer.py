@@ -27,6 +27,7 @@ from seq2seq.data.batching import Batch, accumulation_groups, token_batches
 from seq2seq.data.pipeline import PreparedData, prepare_data
 from seq2seq.evaluation import Score
 from seq2seq.models.build import build_model
+from seq2seq.readout import CHECKPOINT_KEY, Readout
 from seq2seq.training.checkpoint import CheckpointKeeper
 from seq2seq.training.distributed import Distributed, init_distributed, shutdown_distributed
 from seq2seq.training.loss import label_smoothed_loss
@@ -106,6 +107,8 @@ class Trainer:
         self.validator = Validator(
             self.data, cfg, self.model.max_positions, ctx, device, self.writer
         )
+        if resume_state is not None:  # the reading and layer the last dev AER chose
+            self.validator.chosen = Readout.stored(resume_state)
         self.keeper = CheckpointKeeper(run_dir / "checkpoints", cfg.train.keep_last)
         if ctx.is_main:  # the SentencePiece model(s) beside the checkpoints, for other tools
             self.data.tokenizer.save(run_dir / "checkpoints")
@@ -340,6 +343,8 @@ class Trainer:
             "rng": rng_ranks[0],
             "rng_ranks": rng_ranks,  # each rank draws its own dropout masks: resume each exactly
             "run_id": self.run_id,
+            # how alignments are read (chosen by dev AER; None without valid.align_gold)
+            CHECKPOINT_KEY: chosen.to_state() if (chosen := self.validator.chosen) else None,
         }
 
     def _restore(self, ckpt: dict[str, Any]) -> None:

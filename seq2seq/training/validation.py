@@ -11,7 +11,13 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from seq2seq.alignment_eval import AlignmentScores, GoldSet, evaluate_alignment, gold_from_config
+from seq2seq.alignment_eval import (
+    GoldSet,
+    ReadoutScores,
+    best_readout,
+    gold_from_config,
+    score_readouts,
+)
 from seq2seq.config import DecodeConfig, ValidConfig
 from seq2seq.data.batching import Batch, ParallelDataset, token_batches
 from seq2seq.data.pipeline import EncodedCorpus, PreparedData
@@ -19,6 +25,7 @@ from seq2seq.data.tokenizer import Tokenizer
 from seq2seq.evaluation import Score, corpus_scores
 from seq2seq.inference import decode_corpus
 from seq2seq.models.base import position_limits
+from seq2seq.readout import NULL_READINGS, READINGS, Readout, resolve_readout
 from seq2seq.training.distributed import Distributed
 from seq2seq.training.loss import label_smoothed_loss, perplexity
 from seq2seq.training.probes import log_gold_alignments, log_probes, make_probes
@@ -34,7 +41,13 @@ class ValidResult:
     ppl: float
     scores: dict[str, Score]
     hypotheses: list[str]
-    alignment: AlignmentScores | None = None  # attention vs. gold links, when gold is given
+    # attention vs. gold links, when gold is given: every readout
+    readouts: list[ReadoutScores] | None = None
+
+    @property
+    def alignment(self) -> ReadoutScores | None:
+        """The readout with the lowest AER (None without a gold set)."""
+        return best_readout(self.readouts) if self.readouts else None
 
     @property
     def bleu(self) -> float:
@@ -77,13 +90,12 @@ def validate(
     sources = corpus.src_ids[:count]
     hypotheses = decode_sharded(model, sources, tokenizer, cfg.decode, device, ctx, autocast)
     scores = corpus_scores(hypotheses, corpus.raw.tgt[:count], ter=False)
-    alignment = None
+    readouts = None
     if gold is not None and ctx.is_main:
         with autocast:
-            batch_size = cfg.decode.batch_size
-            alignment = evaluate_alignment(model, tokenizer, gold, device, None, batch_size)
+            readouts = score_readouts(model, tokenizer, gold, device, cfg.decode.batch_size)
     model.train()
-    return ValidResult(loss, perplexity(loss), scores, hypotheses, alignment)
+    return ValidResult(loss, perplexity(loss), scores, hypotheses, readouts)
 
 
 def decode_sharded(
@@ -105,24 +117,34 @@ def decode_sharded(
     return hypotheses
 
 
-def log_alignment_scores(writer: SummaryWriter, alignment: AlignmentScores, step: int) -> None:
-    """``valid/aer`` of the chosen layer, and ``valid/aer_layer<l>`` when there are several."""
-    per_layer = " ".join(f"{scores['aer']:.3f}" for scores in alignment.layers)
-    log.info(
-        "valid step %d | AER %.3f (layer %d; per layer %s) | %d gold sentences, %d skipped",
-        step,
-        alignment.scores["aer"],
-        alignment.layer,
-        per_layer,
-        alignment.sentences,
-        alignment.skipped,
+def log_alignment_scores(writer: SummaryWriter, readouts: list[ReadoutScores], step: int) -> None:
+    """``valid/aer`` of the best readout, and ``valid/aer_<reading>_<null>_layer<l>`` of each
+    layer's heads averaged."""
+    best = best_readout(readouts)
+    averaged = [r for r in readouts if r.readout.head is None]
+    per_layer = "; ".join(
+        f"{reading}/{null} "
+        + " ".join(
+            f"{r.scores['aer']:.3f}"
+            for r in averaged
+            if (r.readout.reading, r.readout.null) == (reading, null)
+        )
+        for reading in READINGS
+        for null in NULL_READINGS
     )
-    writer.add_scalar("valid/aer", alignment.scores["aer"], step)
-    writer.add_scalar("valid/align_f1", alignment.scores["f1"], step)
-    if len(alignment.layers) > 1:
-        writer.add_scalar("valid/aer_best_layer", alignment.layer, step)
-        for layer, scores in enumerate(alignment.layers):
-            writer.add_scalar(f"valid/aer_layer{layer}", scores["aer"], step)
+    log.info(
+        "valid step %d | AER %.3f (%s) | heads averaged, per layer: %s",
+        step,
+        best.scores["aer"],
+        best.readout.describe(),
+        per_layer,
+    )
+    writer.add_scalar("valid/aer", best.scores["aer"], step)
+    writer.add_scalar("valid/align_f1", best.scores["f1"], step)
+    writer.add_text("valid/alignment_readout", best.readout.describe(), step)
+    for r in averaged:
+        tag = f"valid/aer_{r.readout.reading}_{r.readout.null}_layer{r.readout.layer}"
+        writer.add_scalar(tag, r.scores["aer"], step)
 
 
 def fitting(corpus: EncodedCorpus, max_positions: int | None) -> EncodedCorpus:
@@ -170,12 +192,22 @@ class Validator:
         self.batches = fixed_batches(fitting(data.valid, max_positions), cfg.data.batch_tokens)
         self.probes = make_probes(data, cfg)
         self.gold = gold_from_config(cfg.valid, data.tokenizer)  # None unless valid.align_gold
+        self.chosen: Readout | None = None  # the last dev AER's reading and layer (rank 0)
+
+    @property
+    def readout(self) -> Readout:
+        """How the pictures read attention: the dev AER's choice unless valid.* overrides it."""
+        cfg = self.cfg.valid
+        return resolve_readout(self.chosen, cfg.alignment_layer, cfg.alignment_reading)
 
     def measure(self, model: nn.Module, autocast: AbstractContextManager) -> ValidResult:
         """Validate ``model`` (sharded over ranks; every rank gets the same scores)."""
         data = self.data
         args = (self.batches, data.valid, data.tokenizer, self.cfg.valid, self.device)
-        return validate(model, *args, autocast, self.gold, self.ctx)
+        result = validate(model, *args, autocast, self.gold, self.ctx)
+        if result.alignment is not None:
+            self.chosen = result.alignment.readout
+        return result
 
     def report(self, model: nn.Module, result: ValidResult, step: int, best_bleu: float) -> None:
         """Log the scores, draw the probes and the gold alignments (rank 0)."""
@@ -183,13 +215,13 @@ class Validator:
             return
         log_scores(self.writer, result, step, best_bleu)
         tokenizer, cfg = self.data.tokenizer, self.cfg.valid
+        readout = self.readout
         if self.probes:
-            log_probes(model, self.probes, tokenizer, cfg, self.device, self.writer, step)
+            args = (tokenizer, cfg.decode, readout, self.device, self.writer, step)
+            log_probes(model, self.probes, *args)
         if result.alignment is not None and self.gold is not None:
-            layer, count = result.alignment.layer, cfg.num_probes
-            log_gold_alignments(
-                model, self.gold, tokenizer, count, layer, self.device, self.writer, step
-            )
+            args = (tokenizer, cfg.num_probes, readout, self.device, self.writer, step)
+            log_gold_alignments(model, self.gold, *args)
 
 
 def log_scores(writer: SummaryWriter, result: ValidResult, step: int, best_bleu: float) -> None:
@@ -209,5 +241,5 @@ def log_scores(writer: SummaryWriter, result: ValidResult, step: int, best_bleu:
     writer.add_scalar("valid/bleu", bleu.score, step)
     writer.add_scalar("valid/chrf", chrf.score, step)
     writer.add_text("valid/signature", f"{bleu.signature}  \n{chrf.signature}", step)
-    if result.alignment is not None:
-        log_alignment_scores(writer, result.alignment, step)
+    if result.readouts:
+        log_alignment_scores(writer, result.readouts, step)
