@@ -77,7 +77,7 @@ def test_the_leftover_micro_batches_of_an_epoch_make_a_smaller_last_update(
     synthetic_dir: Path, tmp_path: Path
 ) -> None:
     """With accum_steps not dividing the epoch's batches, the remainder is one more update."""
-    accum = 4
+    accum = 5
     trainer = make_trainer(
         synthetic_dir,
         tmp_path,

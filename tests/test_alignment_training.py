@@ -164,6 +164,19 @@ def test_evaluate_writes_pharaoh_alignments_and_aer(
     # The RNN's decoding attention uses the last layer like the forced one; the
     # Transformer's last layer is not always its best.
     assert decoded_aer < (MAX_AER["rnn"] if family == "rnn" else 0.3)
+    # the stored readout applies unless overridden: the shifted step links other words
+    shifted = compose_config(
+        "evaluate",
+        [
+            f"checkpoint={run_dir}",
+            "decode.beam_size=2",
+            "data.splits=[test]",
+            "alignment_format=pharaoh",
+            "alignment_reading=shift",
+        ],
+    )
+    evaluate(shifted, tmp_path / "shift")
+    assert (tmp_path / "shift" / "test.align").read_text(encoding="utf-8").splitlines() != lines
     summary = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["alignment"]
     assert summary["sentences"] == 100 and summary["skipped"] == 0
     assert summary["best"]["aer"] < MAX_AER[family]

@@ -13,7 +13,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from seq2seq.alignment import to_pharaoh, word_links
+from seq2seq.alignment import NULL_PIECE, has_null, to_pharaoh, word_links
 from seq2seq.cli.common import CONFIG_PATH, report_user_errors, run_command
 from seq2seq.config import TranslateAppConfig
 from seq2seq.config_checks import check_config, layer_problems, raise_problems
@@ -82,20 +82,28 @@ class LineTranslator:
         if self.cfg.alignment_format == "pharaoh":
             out += "\t" + to_pharaoh(word_links(matrix, tgt_pieces, src_pieces))
         if self.cfg.show_alignment:
-            out += "\n" + alignment_view(matrix, src_pieces, tgt_pieces)
+            out += "\n" + alignment_view(matrix, src_pieces, tgt_pieces, self.readout.null)
         if self.cfg.alignment_dir:
             figure = attention_figure(matrix, src_pieces, tgt_pieces, title=texts[0])
             save_figure(figure, Path(self.cfg.alignment_dir) / f"{index:05d}.png")
         return out
 
 
-def alignment_view(matrix: np.ndarray, src_pieces: list[str], tgt_pieces: list[str]) -> str:
-    """Each target token beside the source token it attended to most, as two columns."""
+def alignment_view(
+    matrix: np.ndarray, src_pieces: list[str], tgt_pieces: list[str], null: str = "unaligned"
+) -> str:
+    """Each target token beside the source token it attended to most, as two columns.
+
+    The NULL position shows as NULL; ``null`` "dropped" (the readout's) leaves it out, so
+    each token shows the real source token it attended to most.
+    """
     width = max(len(t) for t in tgt_pieces)
+    columns = len(src_pieces) - (null == "dropped" and has_null(src_pieces))
     rows = []
     for t, piece in enumerate(tgt_pieces):
-        j = int(matrix[t].argmax())
-        rows.append(f"  {piece:<{width}}  <-  {src_pieces[j]}  ({matrix[t, j]:.2f})")
+        j = int(matrix[t, :columns].argmax())
+        source = "NULL" if src_pieces[j] == NULL_PIECE else src_pieces[j]
+        rows.append(f"  {piece:<{width}}  <-  {source}  ({matrix[t, j]:.2f})")
     return "\n".join(rows)
 
 
