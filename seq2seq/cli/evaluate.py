@@ -140,7 +140,8 @@ def alignment_summary(translator: Translator, gold: GoldSet, device: torch.devic
     best = best_readout(results)
     print(f"alignment\t{best.sentences} sentences scored, {best.skipped} skipped")
     if stored is not None:
-        print(f"alignment chosen in training: {stored.describe()} (dev AER {stored.aer})")
+        dev = "" if stored.aer is None else f" (dev AER {stored.aer:.3f})"
+        print(f"alignment chosen in training: {stored.describe()}{dev}")
     return {
         "sentences": best.sentences,
         "skipped": best.skipped,
