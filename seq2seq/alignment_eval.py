@@ -172,7 +172,7 @@ def word_alignment(
     """Hard word links of (L, H, T, S) attention as ``readout`` reads it
     (:func:`~seq2seq.alignment.word_links`)."""
     matrix, tgt_pieces = readout.matrix(cross, tgt_pieces)
-    return word_links(matrix, tgt_pieces, src_pieces, use_null=readout.null == "unaligned")
+    return word_links(matrix, tgt_pieces, src_pieces, readout.null_unaligned)
 
 
 @torch.no_grad()
@@ -203,6 +203,32 @@ def forced_attention(
     return out
 
 
+ForcedPair = tuple[Tensor, list[str], list[str]]  # (L, H, T+1, S) attention, src, tgt pieces
+
+
+def forced_pairs(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    src_texts: list[str],
+    tgt_texts: list[str],
+    device: torch.device,
+    batch_size: int = 32,
+) -> list[ForcedPair]:
+    """Each pair's cross-attention with its target force-decoded, and the pieces labelling
+    it (the target's EOS included)."""
+    src_ids, tgt_ids = tokenizer.encode_src(src_texts), tokenizer.encode_tgt(tgt_texts)
+    attentions = forced_attention(model, src_ids, tgt_ids, device, batch_size)
+    return [
+        (cross, tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"])
+        for src, tgt, cross in zip(src_ids, tgt_ids, attentions, strict=True)
+    ]
+
+
+def pair_links(pairs: Sequence[ForcedPair], readout: Readout) -> list[set[Link]]:
+    """Hard word links of each pair as ``readout`` reads its attention."""
+    return [word_alignment(cross, src, tgt, readout) for cross, src, tgt in pairs]
+
+
 def layer_links(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -219,19 +245,10 @@ def layer_links(
     (:func:`scorable`); a link ``(i, j)`` joins source word i and target word j.
     ``use_null``: attention to a NULL position leaves a word unaligned (:func:`word_links`).
     """
-    src_ids, tgt_ids = tokenizer.encode_src(src_texts), tokenizer.encode_tgt(tgt_texts)
-    attentions = forced_attention(model, src_ids, tgt_ids, device, batch_size)
-    n_layers = attentions[0].shape[0] if attentions else 1
-    per_layer: list[list[set[Link]]] = [[] for _ in range(n_layers)]
-    for src, tgt, cross in zip(src_ids, tgt_ids, attentions, strict=True):
-        src_pieces, tgt_pieces = tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"]
-        for index in range(n_layers):
-            null = "unaligned" if use_null else "dropped"
-            links = word_alignment(
-                cross, src_pieces, tgt_pieces, Readout(reading, index, null=null)
-            )
-            per_layer[index].append(links)
-    return per_layer
+    pairs = forced_pairs(model, tokenizer, src_texts, tgt_texts, device, batch_size)
+    n_layers = pairs[0][0].shape[0] if pairs else 1
+    null = "unaligned" if use_null else "dropped"
+    return [pair_links(pairs, Readout(reading, layer, null=null)) for layer in range(n_layers)]
 
 
 def evaluate_alignment(
@@ -317,23 +334,14 @@ def score_readouts(
 ) -> list[ReadoutScores]:
     """AER of every :func:`readout_candidates` on ``gold`` (its target force-decoded once)."""
     keep = [k for k in range(len(gold)) if scorable(tokenizer, gold.src[k], gold.tgt[k])]
-    src_ids = tokenizer.encode_src([gold.src[k] for k in keep])
-    tgt_ids = tokenizer.encode_tgt([gold.tgt[k] for k in keep])
-    attentions = forced_attention(model, src_ids, tgt_ids, device, batch_size)
+    src_texts, tgt_texts = [gold.src[k] for k in keep], [gold.tgt[k] for k in keep]
+    pairs = forced_pairs(model, tokenizer, src_texts, tgt_texts, device, batch_size)
     sure, possible = [gold.sure[k] for k in keep], [gold.possible[k] for k in keep]
-    pieces = [
-        (tokenizer.src_pieces(src), [*tokenizer.tgt_pieces(tgt), "</s>"])
-        for src, tgt in zip(src_ids, tgt_ids, strict=True)
-    ]
-    layers, heads = attentions[0].shape[:2] if attentions else (1, 1)
+    layers, heads = pairs[0][0].shape[:2] if pairs else (1, 1)
+    counts = len(keep), len(gold) - len(keep)
     results = []
     for readout in readout_candidates(layers, heads):
-        links = [
-            word_alignment(cross, src, tgt, readout)
-            for cross, (src, tgt) in zip(attentions, pieces, strict=True)
-        ]
-        scores = aer(links, sure, possible)
-        counts = len(keep), len(gold) - len(keep)
+        scores = aer(pair_links(pairs, readout), sure, possible)
         results.append(ReadoutScores(replace(readout, aer=scores["aer"]), scores, *counts))
     return results
 

@@ -50,6 +50,11 @@ class Readout:
         if self.null not in NULL_READINGS:
             raise ValueError(f"null must be one of {', '.join(NULL_READINGS)}, not {self.null!r}")
 
+    @property
+    def null_unaligned(self) -> bool:
+        """Whether a word attending mostly to the NULL position stays unaligned."""
+        return self.null == "unaligned"
+
     def matrix(self, cross: Tensor, tgt_pieces: Sequence[str]) -> tuple[Tensor, list[str]]:
         """The (T', S) weights of (L, H, T, S) attention as read, and their row labels.
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 
 from seq2seq.alignment import SYMMETRIZATIONS, Link, aer, best_layer_by_aer, symmetrize
-from seq2seq.alignment_eval import GoldSet, layer_links, scorable
+from seq2seq.alignment_eval import GoldSet, forced_pairs, pair_links, scorable
 from seq2seq.errors import UserError
 from seq2seq.inference import Translator
-from seq2seq.readout import READINGS
+from seq2seq.readout import READINGS, Readout
 
 
 def check_directions(forward: Translator, reverse: Translator) -> None:
@@ -45,19 +45,10 @@ def symmetrized_scores(
     ]
     srcs, tgts = [gold.src[k] for k in keep], [gold.tgt[k] for k in keep]
     sure, possible = [gold.sure[k] for k in keep], [gold.possible[k] for k in keep]
-    fwd_layers = [  # every reading's layers
-        layer
-        for reading in READINGS
-        for layer in layer_links(
-            forward.model, forward.tokenizer, srcs, tgts, device, reading=reading
-        )
-    ]
+    fwd_layers = _readings_links(forward, srcs, tgts, device)
     rev_layers = [  # (j, i) of the reverse model, flipped to (i, j) for scoring
         [{(i, j) for j, i in links} for links in layer]
-        for reading in READINGS
-        for layer in layer_links(
-            reverse.model, reverse.tokenizer, tgts, srcs, device, reading=reading
-        )
+        for layer in _readings_links(reverse, tgts, srcs, device)
     ]
     fwd = fwd_layers[best_layer_by_aer(fwd_layers, sure, possible)]
     rev = rev_layers[best_layer_by_aer(rev_layers, sure, possible)]
@@ -69,3 +60,17 @@ def symmetrized_scores(
     results.update({mode: aer(links, sure, possible) for mode, links in merged.items()})
     results["sentences"] = {"scored": len(keep), "skipped": len(gold) - len(keep)}
     return results
+
+
+def _readings_links(
+    translator: Translator, srcs: list[str], tgts: list[str], device: torch.device
+) -> list[list[set[Link]]]:
+    """Links ``[reading x layer][pair]`` of every reading and layer (heads averaged), the
+    targets force-decoded once."""
+    pairs = forced_pairs(translator.model, translator.tokenizer, srcs, tgts, device)
+    layers = pairs[0][0].shape[0] if pairs else 1
+    return [
+        pair_links(pairs, Readout(reading, layer))
+        for reading in READINGS
+        for layer in range(layers)
+    ]

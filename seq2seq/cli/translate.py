@@ -80,7 +80,8 @@ class LineTranslator:
         )
         matrix = weights.numpy()  # (T, S)
         if self.cfg.alignment_format == "pharaoh":
-            out += "\t" + to_pharaoh(word_links(matrix, tgt_pieces, src_pieces))
+            links = word_links(matrix, tgt_pieces, src_pieces, self.readout.null_unaligned)
+            out += "\t" + to_pharaoh(links)
         if self.cfg.show_alignment:
             out += "\n" + alignment_view(matrix, src_pieces, tgt_pieces, self.readout.null)
         if self.cfg.alignment_dir:
